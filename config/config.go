@@ -1,0 +1,201 @@
+// Package config loads wayback's settings from a YAML file, WAYBACK_*
+// environment variables and command-line flags, in that order of
+// precedence (flags win). Every key is documented in docs/config.md.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration. The YAML keys are the documented names.
+type Config struct {
+	Postgres      Postgres   `yaml:"postgres"`
+	Stores        []string   `yaml:"stores"`
+	MinCopies     int        `yaml:"min_copies"`
+	FlushInterval Duration   `yaml:"flush_interval"`
+	MaxSegment    ByteSize   `yaml:"max_segment_size"`
+	BaseBackup    BaseBackup `yaml:"basebackup"`
+}
+
+// Postgres says how to reach the source database.
+type Postgres struct {
+	DSN         string `yaml:"dsn"`
+	Slot        string `yaml:"slot"`
+	Publication string `yaml:"publication"`
+	// BinDir holds pg_dump of the server's major version.
+	BinDir string `yaml:"bin_dir"`
+}
+
+// BaseBackup configures base backups.
+type BaseBackup struct {
+	Parallel int `yaml:"parallel"`
+}
+
+// Duration is a time.Duration written as "250ms", "1s", "5m" in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration (use e.g. 250ms, 1s, 5m)", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// ByteSize is a size written as "16MiB", "512KiB" or a plain number of bytes.
+type ByteSize int64
+
+// ParseByteSize parses "16MiB", "1GB", "4096".
+func ParseByteSize(s string) (ByteSize, error) {
+	s = strings.TrimSpace(s)
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a size (use e.g. 16MiB)", s)
+	}
+	return ByteSize(n * mult), nil
+}
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	v, err := ParseByteSize(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*b = v
+	return nil
+}
+
+// Defaults returns the configuration used for every key left unset.
+func Defaults() Config {
+	return Config{
+		Postgres:      Postgres{Slot: "wayback", Publication: "wayback"},
+		FlushInterval: Duration(time.Second),
+		MaxSegment:    16 << 20,
+		BaseBackup:    BaseBackup{Parallel: 2},
+	}
+}
+
+// LoadFile reads a YAML config file over the defaults. Unknown keys are
+// errors: a misspelt key must not silently fall back to a default.
+func LoadFile(path string, into *Config) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read config %s: %w", path, err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	// An empty file (io.EOF) is a valid all-defaults config.
+	if err := dec.Decode(into); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	return nil
+}
+
+// ApplyEnv overrides keys from WAYBACK_* variables (lookup is os.LookupEnv
+// in production and a map in tests).
+func ApplyEnv(c *Config, lookup func(string) (string, bool)) error {
+	str := func(name string, dst *string) {
+		if v, ok := lookup(name); ok {
+			*dst = v
+		}
+	}
+	str("WAYBACK_POSTGRES_DSN", &c.Postgres.DSN)
+	str("WAYBACK_POSTGRES_SLOT", &c.Postgres.Slot)
+	str("WAYBACK_POSTGRES_PUBLICATION", &c.Postgres.Publication)
+	str("WAYBACK_POSTGRES_BIN_DIR", &c.Postgres.BinDir)
+	if v, ok := lookup("WAYBACK_STORES"); ok {
+		c.Stores = SplitList(v)
+	}
+	if v, ok := lookup("WAYBACK_MIN_COPIES"); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("WAYBACK_MIN_COPIES=%q is not a number", v)
+		}
+		c.MinCopies = n
+	}
+	if v, ok := lookup("WAYBACK_FLUSH_INTERVAL"); ok {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("WAYBACK_FLUSH_INTERVAL=%q is not a duration (use e.g. 1s)", v)
+		}
+		c.FlushInterval = Duration(d)
+	}
+	if v, ok := lookup("WAYBACK_MAX_SEGMENT_SIZE"); ok {
+		s, err := ParseByteSize(v)
+		if err != nil {
+			return fmt.Errorf("WAYBACK_MAX_SEGMENT_SIZE: %w", err)
+		}
+		c.MaxSegment = s
+	}
+	if v, ok := lookup("WAYBACK_BASEBACKUP_PARALLEL"); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("WAYBACK_BASEBACKUP_PARALLEL=%q is not a number", v)
+		}
+		c.BaseBackup.Parallel = n
+	}
+	return nil
+}
+
+// SplitList splits a comma- or space-separated list.
+func SplitList(v string) []string {
+	return strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' })
+}
+
+// Need names what a command requires, so that Validate can say exactly
+// which key is missing.
+type Need struct {
+	DSN    bool
+	Stores bool
+}
+
+// Validate checks the keys a command needs and normalises the rest.
+func (c *Config) Validate(need Need) error {
+	if need.DSN && c.Postgres.DSN == "" {
+		return errors.New("postgres.dsn is not set: set it in the config file, WAYBACK_POSTGRES_DSN or --dsn")
+	}
+	if need.Stores && len(c.Stores) == 0 {
+		return errors.New("stores is empty: list at least one store URL (file:///dir, s3://bucket/prefix, gs://bucket/prefix) in the config file, WAYBACK_STORES or --store")
+	}
+	if c.Postgres.Slot == "" || c.Postgres.Publication == "" {
+		return errors.New("postgres.slot and postgres.publication must not be empty")
+	}
+	if c.MinCopies == 0 {
+		c.MinCopies = len(c.Stores)
+	}
+	if need.Stores && (c.MinCopies < 1 || c.MinCopies > len(c.Stores)) {
+		return fmt.Errorf("min_copies is %d but %d stores are configured: it must be between 1 and the number of stores", c.MinCopies, len(c.Stores))
+	}
+	if c.FlushInterval <= 0 {
+		return errors.New("flush_interval must be positive (e.g. 1s)")
+	}
+	if c.MaxSegment < 1<<16 {
+		return errors.New("max_segment_size must be at least 64KiB")
+	}
+	if c.BaseBackup.Parallel < 1 {
+		c.BaseBackup.Parallel = 1
+	}
+	return nil
+}
