@@ -1,0 +1,349 @@
+package basebackup
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/pierrec/lz4/v4"
+	"go.uber.org/zap"
+
+	"github.com/wayback-pitr/wayback/store"
+	"github.com/wayback-pitr/wayback/wal"
+)
+
+// Options configures Take.
+type Options struct {
+	DSN      string
+	BinDir   string // where pg_dump lives; "" searches the usual places
+	Parallel int    // tables copied at once
+	TempDir  string // spool directory; "" uses os.TempDir()
+	Log      *zap.Logger
+	// Progress, if set, is called after each table is stored.
+	Progress func(done, total int, table string)
+	// AfterSnapshot, if set, runs once the snapshot is exported and before
+	// any data is read. Tests use it to write concurrently with the copy.
+	AfterSnapshot func(ctx context.Context, consistent wal.LSN)
+}
+
+// Take makes a base backup of the database at opts.DSN into the fan-out's
+// stores and returns its manifest.
+func Take(ctx context.Context, fan *store.Fanout, opts Options) (*Manifest, error) {
+	log := opts.Log
+	if log == nil {
+		log = zap.NewNop()
+	}
+	if opts.Parallel < 1 {
+		opts.Parallel = 1
+	}
+	pgDump, err := FindTool(opts.BinDir, "pg_dump")
+	if err != nil {
+		return nil, err
+	}
+	started := time.Now().UTC()
+
+	// The replication connection must stay open and idle while anything
+	// reads under its snapshot; it is closed (dropping the temporary slot)
+	// only when all copies are done.
+	repl, err := wal.ConnectReplication(ctx, opts.DSN)
+	if err != nil {
+		return nil, err
+	}
+	defer repl.Close(context.Background())
+	slotName := "wayback_bb_" + randomHex(6)
+	slot, err := pglogrepl.CreateReplicationSlot(ctx, repl, slotName, "pgoutput",
+		pglogrepl.CreateReplicationSlotOptions{Temporary: true, SnapshotAction: "EXPORT_SNAPSHOT", Mode: pglogrepl.LogicalReplication})
+	if err != nil {
+		return nil, fmt.Errorf("create temporary slot for the base backup: %w", err)
+	}
+	consistent, err := wal.ParseLSN(slot.ConsistentPoint)
+	if err != nil {
+		return nil, err
+	}
+
+	conn, err := beginSnapshot(ctx, opts.DSN, slot.SnapshotName)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.Background())
+
+	m := &Manifest{Version: ManifestVersion, ConsistentLSN: consistent.String(), StartedAt: started, CopyFormat: "text"}
+	err = conn.QueryRow(ctx, `SELECT clock_timestamp(), current_setting('server_version'), current_database(),
+		(SELECT system_identifier::text FROM pg_control_system())`).Scan(&m.ConsistentTime, &m.ServerVersion, &m.Database, &m.SystemID)
+	if err != nil {
+		return nil, fmt.Errorf("read server facts: %w", err)
+	}
+	m.ConsistentTime = m.ConsistentTime.UTC()
+	m.ID = m.ConsistentTime.Format("20060102T150405Z") + "-" + wal.HexLSN(consistent)
+	prefix := Prefix + m.ID + "/"
+	log = log.With(zap.String("backup", m.ID), zap.String("consistent_lsn", m.ConsistentLSN))
+	log.Info("base backup started")
+	if opts.AfterSnapshot != nil {
+		opts.AfterSnapshot(ctx, consistent)
+	}
+
+	tables, err := listTables(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	if m.Sequences, err = listSequences(ctx, conn); err != nil {
+		return nil, err
+	}
+
+	spool, err := os.MkdirTemp(opts.TempDir, "wayback-backup-")
+	if err != nil {
+		return nil, fmt.Errorf("create spool directory: %w", err)
+	}
+	defer os.RemoveAll(spool)
+
+	for _, sec := range []struct {
+		section string
+		ref     *FileRef
+	}{{"pre-data", &m.PreData}, {"post-data", &m.PostData}} {
+		var out bytes.Buffer
+		var stderr bytes.Buffer
+		cmd := exec.CommandContext(ctx, pgDump, "--schema-only", "--section="+sec.section, "--snapshot="+slot.SnapshotName,
+			"--no-publications", "--no-subscriptions", "--exclude-schema=wayback", "--dbname="+opts.DSN)
+		cmd.Stdout, cmd.Stderr = &out, &stderr
+		if err := cmd.Run(); err != nil {
+			return nil, fmt.Errorf("pg_dump --section=%s: %v: %s", sec.section, err, strings.TrimSpace(stderr.String()))
+		}
+		ref, err := storeStream(ctx, fan, spool, prefix+sec.section+".sql.lz4", func(w io.Writer) error {
+			_, err := w.Write(out.Bytes())
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		*sec.ref = ref
+	}
+
+	m.Tables = make([]Table, len(tables))
+	work := make(chan int)
+	errs := make(chan error, opts.Parallel)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	done := 0
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for w := 0; w < opts.Parallel; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			wconn := conn
+			if w > 0 {
+				c, err := beginSnapshot(cctx, opts.DSN, slot.SnapshotName)
+				if err != nil {
+					errs <- err
+					cancel()
+					return
+				}
+				defer c.Close(context.Background())
+				wconn = c
+			}
+			for i := range work {
+				t := tables[i]
+				key := fmt.Sprintf("%sdata/%05d.copy.lz4", prefix, i)
+				var rows int64
+				ref, err := storeStream(cctx, fan, spool, key, func(w io.Writer) error {
+					tag, err := wconn.PgConn().CopyTo(cctx, w, "COPY "+t.quoted()+" TO STDOUT")
+					rows = tag.RowsAffected()
+					return err
+				})
+				if err != nil {
+					errs <- fmt.Errorf("back up table %s: %w", t.qualified(), err)
+					cancel()
+					return
+				}
+				mu.Lock()
+				m.Tables[i] = Table{Schema: t.schema, Name: t.name, Rows: rows, Files: []FileRef{ref}}
+				done++
+				if opts.Progress != nil {
+					opts.Progress(done, len(tables), t.qualified())
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+feed:
+	for i := range tables {
+		select {
+		case work <- i:
+		case <-cctx.Done():
+			break feed
+		}
+	}
+	close(work)
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+
+	m.FinishedAt = time.Now().UTC()
+	mb, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := fan.Put(ctx, m.Key(), mb); err != nil {
+		return nil, fmt.Errorf("store manifest of backup %s: %w", m.ID, err)
+	}
+	log.Info("base backup finished", zap.Int("tables", len(m.Tables)), zap.Int64("rows", m.Rows()),
+		zap.Int64("bytes", m.Size()), zap.Duration("took", m.FinishedAt.Sub(started)))
+	return m, nil
+}
+
+// beginSnapshot opens a connection reading under an exported snapshot.
+func beginSnapshot(ctx context.Context, dsn, snapshot string) (*pgx.Conn, error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("connect for base backup: %w", err)
+	}
+	if _, err := conn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
+		conn.Close(ctx)
+		return nil, fmt.Errorf("begin snapshot transaction: %w", err)
+	}
+	if _, err := conn.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+snapshot+"'"); err != nil {
+		conn.Close(ctx)
+		return nil, fmt.Errorf("import snapshot %s: %w", snapshot, err)
+	}
+	return conn, nil
+}
+
+type tableName struct{ schema, name string }
+
+func (t tableName) quoted() string    { return pgx.Identifier{t.schema, t.name}.Sanitize() }
+func (t tableName) qualified() string { return t.schema + "." + t.name }
+
+// listTables returns the tables whose rows a backup holds: every permanent
+// ordinary table (partitions included, partitioned parents hold no rows)
+// outside the system schemas and wayback's own, largest first so that the
+// parallel copy ends evenly.
+func listTables(ctx context.Context, conn *pgx.Conn) ([]tableName, error) {
+	rows, err := conn.Query(ctx, `SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind = 'r' AND c.relpersistence = 'p'
+		  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'wayback')
+		  AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'
+		  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+		ORDER BY pg_relation_size(c.oid) DESC, 1, 2`)
+	if err != nil {
+		return nil, fmt.Errorf("list tables: %w", err)
+	}
+	defer rows.Close()
+	var out []tableName
+	for rows.Next() {
+		var t tableName
+		if err := rows.Scan(&t.schema, &t.name); err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+func listSequences(ctx context.Context, conn *pgx.Conn) ([]Sequence, error) {
+	rows, err := conn.Query(ctx, `SELECT schemaname, sequencename, coalesce(last_value, start_value), last_value IS NOT NULL
+		FROM pg_sequences WHERE schemaname NOT IN ('wayback') ORDER BY 1, 2`)
+	if err != nil {
+		return nil, fmt.Errorf("list sequences: %w", err)
+	}
+	defer rows.Close()
+	var out []Sequence
+	for rows.Next() {
+		var s Sequence
+		if err := rows.Scan(&s.Schema, &s.Name, &s.LastValue, &s.IsCalled); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
+// storeStream writes what produce emits, lz4-compressed, to a spool file,
+// then stores it under key in every store, and returns its reference.
+// Spooling lets each store be retried without re-reading the database.
+func storeStream(ctx context.Context, fan *store.Fanout, spool, key string, produce func(io.Writer) error) (FileRef, error) {
+	f, err := os.CreateTemp(spool, "part-*")
+	if err != nil {
+		return FileRef{}, fmt.Errorf("spool %s: %w", key, err)
+	}
+	path := f.Name()
+	defer os.Remove(path)
+	sum := sha256.New()
+	stored := &countWriter{w: io.MultiWriter(f, sum)}
+	zw := lz4.NewWriter(stored)
+	raw := &countWriter{w: zw}
+	err = produce(raw)
+	if err == nil {
+		err = zw.Close()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return FileRef{}, fmt.Errorf("write %s: %w", key, err)
+	}
+	if err := fan.PutFile(ctx, key, path); err != nil {
+		return FileRef{}, err
+	}
+	return FileRef{Key: key, Size: stored.n, RawSize: raw.n, SHA256: hex.EncodeToString(sum.Sum(nil))}, nil
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// FindTool locates a PostgreSQL client program: in binDir if given, else
+// $WAYBACK_PG_BIN, /usr/lib/postgresql/15/bin, then PATH.
+func FindTool(binDir, name string) (string, error) {
+	var dirs []string
+	if binDir != "" {
+		dirs = []string{binDir}
+	} else {
+		if d := os.Getenv("WAYBACK_PG_BIN"); d != "" {
+			dirs = append(dirs, d)
+		}
+		dirs = append(dirs, "/usr/lib/postgresql/15/bin")
+	}
+	for _, d := range dirs {
+		p := filepath.Join(d, name)
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p, nil
+		}
+	}
+	if binDir == "" {
+		if p, err := exec.LookPath(name); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s not found (looked in %s and PATH): install the PostgreSQL client of the server's major version or set postgres.bin_dir", name, strings.Join(dirs, ", "))
+}
