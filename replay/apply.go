@@ -1,0 +1,261 @@
+package replay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"go.uber.org/zap"
+
+	"github.com/wayback-pitr/wayback/pitr"
+	"github.com/wayback-pitr/wayback/wal"
+)
+
+// Options configures Apply.
+type Options struct {
+	Log *zap.Logger
+	// Skip lists transactions (by xid) to leave out.
+	Skip map[uint32]bool
+	// Progress, if set, is called after each applied transaction.
+	Progress func(s *Summary)
+	// BatchSize bounds the statements sent in one round trip.
+	BatchSize int
+}
+
+// Summary reports what a replay did.
+type Summary struct {
+	Applied    int       // transactions applied
+	Skipped    int       // transactions left out on request
+	Changes    int64     // row changes applied
+	LastXID    uint32    // newest applied transaction
+	LastCommit time.Time // its commit time
+	LastLSN    wal.LSN   // its commit LSN
+	// StoppedBefore is the first transaction beyond the target, if one was
+	// seen (nil when the archive ended first).
+	StoppedBefore *TxnRef
+}
+
+// TxnRef identifies a transaction in messages and summaries.
+type TxnRef struct {
+	XID        uint32
+	CommitLSN  wal.LSN
+	CommitTime time.Time
+}
+
+// errStop ends decoding once the target is reached.
+var errStop = errors.New("target reached")
+
+// Apply replays segs onto the database at dsn: exactly the transactions
+// whose commit record is at or after start (the base backup's consistent
+// point), in commit order, each in its own transaction, stopping before
+// the first one beyond target.
+func Apply(ctx context.Context, dsn string, start wal.LSN, target pitr.Target, segs []pitr.LocalSegment, opts Options) (*Summary, error) {
+	if opts.Log == nil {
+		opts.Log = zap.NewNop()
+	}
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = 1000
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("connect to target: %w", err)
+	}
+	defer conn.Close(context.Background())
+	// Triggers and foreign-key checks must not fire: their effects are in
+	// the stream already, as changes of their own.
+	if _, err := conn.Exec(ctx, "SET session_replication_role = replica"); err != nil {
+		return nil, fmt.Errorf("set session_replication_role on the target (needs a superuser): %w", err)
+	}
+	a := &applier{conn: conn.PgConn(), prepared: map[string]string{}, opts: opts}
+	sum := &Summary{}
+	next := start // commit LSNs below this are in the base backup or already applied
+	dec := wal.NewDecoder()
+	for _, seg := range segs {
+		data, err := os.ReadFile(seg.Path)
+		if err != nil {
+			return sum, fmt.Errorf("read fetched segment: %w", err)
+		}
+		_, body, err := wal.DecodeSegment(data)
+		if err != nil {
+			return sum, fmt.Errorf("segment %s: %w", seg.Path, err)
+		}
+		err = dec.Decode(body, func(txn *wal.Txn) error {
+			if txn.CommitLSN < next {
+				return nil
+			}
+			if target.Beyond(txn) {
+				sum.StoppedBefore = &TxnRef{XID: txn.XID, CommitLSN: txn.CommitLSN, CommitTime: txn.CommitTime}
+				return errStop
+			}
+			next = txn.EndLSN
+			if opts.Skip[txn.XID] {
+				sum.Skipped++
+				opts.Log.Info("skipping transaction on request", zap.Uint32("xid", txn.XID), zap.Stringer("commit_lsn", txn.CommitLSN))
+				return nil
+			}
+			if err := a.apply(ctx, txn); err != nil {
+				return err
+			}
+			sum.Applied++
+			sum.Changes += int64(len(txn.Changes))
+			sum.LastXID, sum.LastCommit, sum.LastLSN = txn.XID, txn.CommitTime, txn.CommitLSN
+			if opts.Progress != nil {
+				opts.Progress(sum)
+			}
+			return nil
+		})
+		if errors.Is(err, errStop) {
+			break
+		}
+		if err != nil {
+			return sum, err
+		}
+	}
+	return sum, nil
+}
+
+type applier struct {
+	conn     *pgconn.PgConn
+	prepared map[string]string // SQL text -> statement name
+	opts     Options
+	batch    []stmt
+}
+
+func (a *applier) apply(ctx context.Context, txn *wal.Txn) error {
+	a.batch = a.batch[:0]
+	if err := a.exec(ctx, "BEGIN"); err != nil {
+		return err
+	}
+	for i := range txn.Changes {
+		c := &txn.Changes[i]
+		if c.Op == wal.OpMessage {
+			continue
+		}
+		s, err := buildChange(c)
+		if err != nil {
+			a.exec(ctx, "ROLLBACK")
+			return txnErr(txn, err)
+		}
+		if s.sql == "" {
+			continue
+		}
+		a.batch = append(a.batch, s)
+		if len(a.batch) >= a.opts.BatchSize {
+			if err := a.flush(ctx, txn); err != nil {
+				return err
+			}
+		}
+	}
+	if err := a.flush(ctx, txn); err != nil {
+		return err
+	}
+	return a.exec(ctx, "COMMIT")
+}
+
+func (a *applier) exec(ctx context.Context, sql string) error {
+	_, err := a.conn.Exec(ctx, sql).ReadAll()
+	if err != nil {
+		return fmt.Errorf("%s on target: %w", sql, err)
+	}
+	return nil
+}
+
+// flush sends the batched statements in one round trip and checks that
+// every UPDATE and DELETE found its row.
+func (a *applier) flush(ctx context.Context, txn *wal.Txn) error {
+	if len(a.batch) == 0 {
+		return nil
+	}
+	b := &pgconn.Batch{}
+	for _, s := range a.batch {
+		name, ok := a.prepared[s.sql]
+		if !ok {
+			name = "wb" + strconv.Itoa(len(a.prepared))
+			if _, err := a.conn.Prepare(ctx, name, s.sql, nil); err != nil {
+				a.exec(ctx, "ROLLBACK")
+				return txnErr(txn, fmt.Errorf("prepare %q: %w", s.sql, err))
+			}
+			a.prepared[s.sql] = name
+		}
+		b.ExecPrepared(name, s.params, nil, nil)
+	}
+	results, err := a.conn.ExecBatch(ctx, b).ReadAll()
+	if err == nil {
+		for i, r := range results {
+			if a.batch[i].wantOne && r.CommandTag.RowsAffected() != 1 {
+				c := a.batch[i].change
+				err = fmt.Errorf("%s of %s %s matched %d rows instead of 1: the target does not match the archive",
+					c.Op, c.Rel.QualifiedName(), describeKey(c), r.CommandTag.RowsAffected())
+				break
+			}
+		}
+	} else if len(results) < len(a.batch) {
+		c := a.batch[len(results)].change
+		err = fmt.Errorf("%s of %s %s: %w", c.Op, tableOf(c), describeKey(c), err)
+	}
+	a.batch = a.batch[:0]
+	if err != nil {
+		a.exec(ctx, "ROLLBACK")
+		return txnErr(txn, err)
+	}
+	return nil
+}
+
+func tableOf(c *wal.Change) string {
+	if c.Rel != nil {
+		return c.Rel.QualifiedName()
+	}
+	return "tables"
+}
+
+func txnErr(txn *wal.Txn, err error) error {
+	return fmt.Errorf("replay transaction xid %d (commit LSN %s, %s): %w", txn.XID, txn.CommitLSN, txn.CommitTime.UTC().Format(time.RFC3339Nano), err)
+}
+
+// AdvanceSequences moves every sequence owned by a column past the largest
+// value present in that column. Sequences are not in the logical stream
+// (PG 15), so after replay a sequence can lag the rows inserted after the
+// base backup; this guarantees the next nextval() is unused.
+func AdvanceSequences(ctx context.Context, dsn string) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return fmt.Errorf("connect to target: %w", err)
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(ctx, `SELECT s.oid::regclass::text, quote_ident(n.nspname) || '.' || quote_ident(t.relname), quote_ident(a.attname)
+		FROM pg_depend d
+		JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+		JOIN pg_class t ON t.oid = d.refobjid
+		JOIN pg_namespace n ON n.oid = t.relnamespace
+		JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
+		WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+		  AND format_type(a.atttypid, NULL) IN ('smallint', 'integer', 'bigint')`)
+	if err != nil {
+		return fmt.Errorf("list owned sequences: %w", err)
+	}
+	type owned struct{ seq, table, col string }
+	var list []owned
+	for rows.Next() {
+		var o owned
+		if err := rows.Scan(&o.seq, &o.table, &o.col); err != nil {
+			return err
+		}
+		list = append(list, o)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, o := range list {
+		_, err := conn.Exec(ctx, fmt.Sprintf(`SELECT setval($1::regclass, m) FROM (SELECT max(%s)::bigint AS m FROM %s) x
+			WHERE m IS NOT NULL AND m > (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM %s)`, o.col, o.table, o.seq), o.seq)
+		if err != nil {
+			return fmt.Errorf("advance sequence %s: %w", o.seq, err)
+		}
+	}
+	return nil
+}

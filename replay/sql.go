@@ -1,0 +1,199 @@
+// Package replay applies archived transactions to a target database in
+// commit order.
+package replay
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/wayback-pitr/wayback/wal"
+)
+
+// stmt is one SQL statement with its text-format parameters. Parameter
+// types are left to the server (OID 0), which infers them from the target
+// column, so every type's text form round-trips without Go-side codecs.
+type stmt struct {
+	sql    string
+	params [][]byte
+	// wantOne: an UPDATE or DELETE must hit exactly one row; anything else
+	// means the target has drifted from the source.
+	wantOne bool
+	change  *wal.Change
+}
+
+// typesWithoutEquality have no "=" operator, so REPLICA IDENTITY FULL
+// matching compares their text forms instead.
+var typesWithoutEquality = map[uint32]bool{
+	114: true, // json
+	142: true, // xml
+	600: true, // point
+	601: true, // lseg
+	602: true, // path
+	604: true, // polygon
+	628: true, // line
+}
+
+func quoteRel(r *wal.Relation) string { return pgx.Identifier{r.Namespace, r.Name}.Sanitize() }
+
+func quoteCol(name string) string { return pgx.Identifier{name}.Sanitize() }
+
+// buildChange turns one change into SQL.
+func buildChange(c *wal.Change) (stmt, error) {
+	switch c.Op {
+	case wal.OpInsert:
+		return buildInsert(c), nil
+	case wal.OpUpdate:
+		return buildUpdate(c)
+	case wal.OpDelete:
+		return buildDelete(c)
+	case wal.OpTruncate:
+		return buildTruncate(c), nil
+	}
+	return stmt{}, fmt.Errorf("cannot replay %s change", c.Op)
+}
+
+func buildInsert(c *wal.Change) stmt {
+	var cols, vals strings.Builder
+	var params [][]byte
+	for i, v := range c.New {
+		if v.Kind == wal.KindUnchanged {
+			continue
+		}
+		if len(params) > 0 {
+			cols.WriteString(", ")
+			vals.WriteString(", ")
+		}
+		cols.WriteString(quoteCol(c.Rel.Columns[i].Name))
+		params = append(params, valueParam(v))
+		vals.WriteString("$" + strconv.Itoa(len(params)))
+	}
+	return stmt{sql: "INSERT INTO " + quoteRel(c.Rel) + " (" + cols.String() + ") VALUES (" + vals.String() + ")", params: params, change: c}
+}
+
+func valueParam(v wal.Value) []byte {
+	if v.Kind == wal.KindNull {
+		return nil
+	}
+	if v.Data == nil {
+		return []byte{}
+	}
+	return v.Data
+}
+
+// identity returns the row image that identifies the old row: the old key
+// or old row when the stream sent one, else the new row (key unchanged).
+func identity(c *wal.Change) wal.Tuple {
+	if c.OldKind != 0 {
+		return c.Old
+	}
+	return c.New
+}
+
+// where builds the WHERE clause matching the old row, appending params.
+func where(c *wal.Change, params [][]byte) (string, [][]byte, error) {
+	old := identity(c)
+	full := c.Rel.ReplicaIdentity == 'f'
+	var conds []string
+	for i, col := range c.Rel.Columns {
+		if !col.Key || i >= len(old) {
+			continue
+		}
+		v := old[i]
+		if v.Kind == wal.KindUnchanged {
+			continue
+		}
+		name := quoteCol(col.Name)
+		if v.Kind == wal.KindNull {
+			conds = append(conds, name+" IS NULL")
+			continue
+		}
+		params = append(params, v.Data)
+		p := "$" + strconv.Itoa(len(params))
+		switch {
+		case typesWithoutEquality[col.TypeOID]:
+			conds = append(conds, name+"::text = "+p+"::text")
+		default:
+			conds = append(conds, name+" = "+p)
+		}
+	}
+	if len(conds) == 0 {
+		return "", nil, fmt.Errorf("table %s has no replica identity to find the old row by: give it a primary key or REPLICA IDENTITY FULL (see 'wayback setup')", c.Rel.QualifiedName())
+	}
+	cond := strings.Join(conds, " AND ")
+	if full {
+		// Without a key, identical rows are indistinguishable: change one.
+		cond = "ctid = (SELECT ctid FROM " + quoteRel(c.Rel) + " WHERE " + cond + " LIMIT 1)"
+	}
+	return cond, params, nil
+}
+
+func buildUpdate(c *wal.Change) (stmt, error) {
+	var set strings.Builder
+	var params [][]byte
+	for i, v := range c.New {
+		if v.Kind == wal.KindUnchanged {
+			continue // TOASTed value not sent: keep what the row has
+		}
+		if len(params) > 0 {
+			set.WriteString(", ")
+		}
+		params = append(params, valueParam(v))
+		set.WriteString(quoteCol(c.Rel.Columns[i].Name) + " = $" + strconv.Itoa(len(params)))
+	}
+	if len(params) == 0 {
+		return stmt{}, nil
+	}
+	cond, params, err := where(c, params)
+	if err != nil {
+		return stmt{}, err
+	}
+	return stmt{sql: "UPDATE " + quoteRel(c.Rel) + " SET " + set.String() + " WHERE " + cond, params: params, wantOne: true, change: c}, nil
+}
+
+func buildDelete(c *wal.Change) (stmt, error) {
+	cond, params, err := where(c, nil)
+	if err != nil {
+		return stmt{}, err
+	}
+	return stmt{sql: "DELETE FROM " + quoteRel(c.Rel) + " WHERE " + cond, params: params, wantOne: true, change: c}, nil
+}
+
+func buildTruncate(c *wal.Change) stmt {
+	names := make([]string, len(c.Truncated))
+	for i, r := range c.Truncated {
+		names[i] = quoteRel(r)
+	}
+	sql := "TRUNCATE " + strings.Join(names, ", ")
+	if c.TruncateOptions&wal.TruncateRestartIdentity != 0 {
+		sql += " RESTART IDENTITY"
+	}
+	if c.TruncateOptions&wal.TruncateCascade != 0 {
+		sql += " CASCADE"
+	}
+	return stmt{sql: sql, change: c}
+}
+
+// describeKey renders the identifying values of a change for messages.
+func describeKey(c *wal.Change) string {
+	if c.Rel == nil {
+		return ""
+	}
+	old := identity(c)
+	var parts []string
+	for i, col := range c.Rel.Columns {
+		if col.Key && i < len(old) && old[i].Kind == wal.KindText {
+			parts = append(parts, col.Name+"="+truncate(string(old[i].Data), 40))
+		}
+	}
+	return "(" + strings.Join(parts, ", ") + ")"
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
