@@ -142,10 +142,14 @@ func ReadSegmentInfo(b []byte) (SegmentInfo, error) {
 // Builder accumulates pgoutput messages into the body of the next segment.
 // It is not safe for concurrent use; the stream loop owns it.
 type Builder struct {
-	body     bytes.Buffer
-	info     SegmentInfo
-	rels     map[uint32][]byte // latest Relation message per relation, across segments
-	written  map[uint32]bool   // relations whose Relation message is in this body
+	body    bytes.Buffer
+	info    SegmentInfo
+	rels    map[uint32][]byte // latest Relation message per relation, across segments
+	written map[uint32]bool   // relations whose Relation message is in this body
+	// before holds, for relations redefined inside the open transaction,
+	// the definition in force when it began: a cut carrying the open
+	// transaction over must describe its first changes with that one.
+	before   map[uint32][]byte
 	inTxn    bool
 	txnStart int // body offset of the open transaction's Begin
 }
@@ -153,7 +157,7 @@ type Builder struct {
 // NewBuilder starts the first segment at from, normally the slot's
 // confirmed flush position.
 func NewBuilder(from LSN) *Builder {
-	return &Builder{info: SegmentInfo{From: from, To: from}, rels: map[uint32][]byte{}, written: map[uint32]bool{}}
+	return &Builder{info: SegmentInfo{From: from, To: from}, rels: map[uint32][]byte{}, written: map[uint32]bool{}, before: map[uint32][]byte{}}
 }
 
 // InTxn reports whether a transaction has begun and not yet committed.
@@ -211,6 +215,7 @@ func (b *Builder) Add(msg []byte) (committed bool, err error) {
 			return false, errors.New("Begin inside an open transaction")
 		}
 		b.inTxn, b.txnStart = true, b.body.Len()
+		clear(b.before)
 	case MsgCommit:
 		if !b.inTxn {
 			return false, errors.New("Commit without Begin")
@@ -238,6 +243,11 @@ func (b *Builder) Add(msg []byte) (committed bool, err error) {
 		relid := r.u32()
 		if r.err != nil {
 			return false, fmt.Errorf("decode relation: %w", r.err)
+		}
+		if old, ok := b.rels[relid]; ok && b.inTxn {
+			if _, saved := b.before[relid]; !saved {
+				b.before[relid] = old
+			}
 		}
 		b.rels[relid] = bytes.Clone(msg)
 		b.written[relid] = true
@@ -281,18 +291,30 @@ func (b *Builder) Extend(pos LSN, serverTime time.Time) {
 	}
 }
 
-// Cut finishes the pending segment (complete transactions only) and starts
-// the next one where it ends. The returned bytes are the whole segment
-// object; info describes it.
-func (b *Builder) Cut(compress bool) (data []byte, info SegmentInfo, err error) {
+// Abandon drops an open transaction; the stream will send it again from
+// the slot after a restart.
+func (b *Builder) Abandon() {
 	if b.inTxn {
-		return nil, info, errors.New("cannot cut a segment inside a transaction")
+		b.body.Truncate(b.txnStart)
+		b.inTxn = false
 	}
+}
+
+// Cut finishes the pending segment with the complete transactions and
+// starts the next one where it ends. An open transaction moves to the next
+// segment, preceded by the Relation messages it may rely on, so a long
+// transaction never holds back the ones committed before it. The returned
+// bytes are the whole segment object; info describes it.
+func (b *Builder) Cut(compress bool) (data []byte, info SegmentInfo, err error) {
 	info = b.info
 	if info.ToTime.Before(info.LastCommit) {
 		info.ToTime = info.LastCommit
 	}
-	raw := b.body.Bytes()
+	all := b.body.Bytes()
+	raw, open := all, []byte(nil)
+	if b.inTxn {
+		raw, open = all[:b.txnStart], bytes.Clone(all[b.txnStart:])
+	}
 	info.RawSize = uint64(len(raw))
 	body := raw
 	if compress {
@@ -317,8 +339,20 @@ func (b *Builder) Cut(compress bool) (data []byte, info SegmentInfo, err error) 
 	data = append(append(data, hdr...), body...)
 
 	b.body.Reset()
-	clear(b.written)
 	b.info = SegmentInfo{From: info.To, To: info.To, ToTime: info.ToTime}
+	if open == nil {
+		clear(b.written)
+		return data, info, nil
+	}
+	for relid := range b.written {
+		if old, ok := b.before[relid]; ok {
+			b.appendMsg(old)
+		} else {
+			b.appendMsg(b.rels[relid])
+		}
+	}
+	b.txnStart = b.body.Len()
+	b.body.Write(open)
 	return data, info, nil
 }
 
