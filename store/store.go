@@ -7,6 +7,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -108,4 +109,9 @@ func ReadAll(ctx context.Context, s Store, key string) ([]byte, error) {
 		return nil, fmt.Errorf("read %s from %s: %w", key, s.URL(), err)
 	}
 	return b, nil
+}
+
+// PutBytes stores a small object held in memory.
+func PutBytes(ctx context.Context, s Store, key string, b []byte) error {
+	return s.Put(ctx, key, bytes.NewReader(b), int64(len(b)))
 }

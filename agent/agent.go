@@ -1,0 +1,413 @@
+// Package agent is the long-running sidecar: it streams the source's
+// logical changes into segments, ships them to every store, advances the
+// replication slot only past what is durable, and takes base backups.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+
+	"github.com/wayback-pitr/wayback/basebackup"
+	"github.com/wayback-pitr/wayback/config"
+	"github.com/wayback-pitr/wayback/pitr"
+	"github.com/wayback-pitr/wayback/store"
+	"github.com/wayback-pitr/wayback/wal"
+)
+
+// Options configures an Agent.
+type Options struct {
+	Config config.Config
+	Fanout *store.Fanout
+	Log    *zap.Logger
+	// NoInitialBackup stops the agent from taking a base backup on start
+	// when the archive has none.
+	NoInitialBackup bool
+	// StatusInterval is how often the slot position is reported to the
+	// server when nothing else prompts it (default 10s).
+	StatusInterval time.Duration
+}
+
+// Agent ships the change stream of one database.
+type Agent struct {
+	opts  Options
+	log   *zap.Logger
+	stats Stats
+	mu    sync.Mutex
+}
+
+// Stats are the agent's counters, for status output, metrics and tests.
+type Stats struct {
+	Segments    int64
+	Bytes       int64 // stored (compressed) segment bytes
+	Txns        int64
+	DurableLSN  wal.LSN
+	LastDurable time.Time // commit time of the newest durable transaction
+	// RPO holds, per shipped segment with transactions, the delay from its
+	// newest commit to the moment it was durable in min_copies stores.
+	RPO []time.Duration
+}
+
+// New returns an agent; Run starts it.
+func New(o Options) *Agent {
+	if o.Log == nil {
+		o.Log = zap.NewNop()
+	}
+	if o.StatusInterval <= 0 {
+		o.StatusInterval = 10 * time.Second
+	}
+	return &Agent{opts: o, log: o.Log}
+}
+
+// Stats returns a copy of the counters.
+func (a *Agent) Stats() Stats {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := a.stats
+	s.RPO = append([]time.Duration(nil), a.stats.RPO...)
+	return s
+}
+
+// Run streams until ctx is cancelled, then drains: everything received and
+// committed is made durable and acknowledged before it returns. Connection
+// failures are retried; configuration errors are returned at once.
+func (a *Agent) Run(ctx context.Context) error {
+	if err := a.checkSource(ctx); err != nil {
+		return err
+	}
+	if err := a.ensureArchive(ctx); err != nil {
+		return err
+	}
+	var bg sync.WaitGroup
+	defer bg.Wait()
+	if !a.opts.NoInitialBackup {
+		cat, err := pitr.Load(ctx, a.opts.Fanout.Stores(), a.log)
+		if err != nil {
+			return err
+		}
+		if len(cat.Backups) == 0 {
+			bg.Add(1)
+			go func() {
+				defer bg.Done()
+				a.initialBackup(ctx)
+			}()
+		}
+	}
+	backoff := time.Second
+	for {
+		err := a.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if isFatal(err) {
+			return err
+		}
+		a.log.Warn("replication session ended; reconnecting", zap.Error(err), zap.Duration("in", backoff))
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return nil
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
+}
+
+func (a *Agent) initialBackup(ctx context.Context) {
+	cfg := a.opts.Config
+	for attempt := 1; ; attempt++ {
+		_, err := basebackup.Take(ctx, a.opts.Fanout, basebackup.Options{
+			DSN: cfg.Postgres.DSN, BinDir: cfg.Postgres.BinDir, Parallel: cfg.BaseBackup.Parallel, Log: a.log,
+		})
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		a.log.Error("initial base backup failed; retrying in a minute", zap.Int("attempt", attempt), zap.Error(err))
+		select {
+		case <-time.After(time.Minute):
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// fatalError marks problems that retrying cannot fix.
+type fatalError struct{ error }
+
+func (f fatalError) Unwrap() error { return f.error }
+
+func isFatal(err error) bool {
+	var f fatalError
+	return errors.As(err, &f)
+}
+
+// slotState reads the slot's resume position.
+func (a *Agent) slotState(ctx context.Context) (wal.LSN, error) {
+	cfg := a.opts.Config
+	conn, err := pgx.Connect(ctx, cfg.Postgres.DSN)
+	if err != nil {
+		return 0, fmt.Errorf("connect to source: %w", err)
+	}
+	defer conn.Close(context.Background())
+	var confirmed *string
+	var walStatus *string
+	err = conn.QueryRow(ctx, `SELECT confirmed_flush_lsn::text, wal_status FROM pg_replication_slots
+		WHERE slot_name = $1 AND database = current_database() AND plugin = 'pgoutput'`, cfg.Postgres.Slot).Scan(&confirmed, &walStatus)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, fatalError{fmt.Errorf("replication slot %q does not exist in this database: run 'wayback setup' first", cfg.Postgres.Slot)}
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read slot %q: %w", cfg.Postgres.Slot, err)
+	}
+	if walStatus != nil && *walStatus == "lost" {
+		return 0, fatalError{fmt.Errorf("replication slot %q was invalidated (wal_status lost): the WAL it needed is gone, so the archive has a gap. Drop the slot, run 'wayback setup' and 'wayback backup' to start a new restorable range", cfg.Postgres.Slot)}
+	}
+	if confirmed == nil {
+		return 0, fatalError{fmt.Errorf("replication slot %q has no confirmed position", cfg.Postgres.Slot)}
+	}
+	return wal.ParseLSN(*confirmed)
+}
+
+func (a *Agent) checkSource(ctx context.Context) error {
+	for _, s := range a.opts.Fanout.Stores() {
+		if err := s.Check(ctx); err != nil {
+			return err
+		}
+	}
+	_, err := a.slotState(ctx)
+	return err
+}
+
+// ensureArchive writes archive.json to a fresh archive and refuses to mix
+// two databases' streams in one archive.
+func (a *Agent) ensureArchive(ctx context.Context) error {
+	conn, err := pgx.Connect(ctx, a.opts.Config.Postgres.DSN)
+	if err != nil {
+		return fmt.Errorf("connect to source: %w", err)
+	}
+	defer conn.Close(context.Background())
+	info := pitr.ArchiveInfo{Format: "wayback", Version: pitr.ArchiveVersion, Created: time.Now().UTC()}
+	if err := conn.QueryRow(ctx, "SELECT (SELECT system_identifier::text FROM pg_control_system()), current_database()").Scan(&info.SystemID, &info.Database); err != nil {
+		return fmt.Errorf("identify source: %w", err)
+	}
+	for _, s := range a.opts.Fanout.Stores() {
+		existing, err := pitr.ReadArchiveInfo(ctx, []store.Store{s})
+		if err != nil {
+			return err
+		}
+		if existing == nil {
+			b, _ := json.MarshalIndent(info, "", "  ")
+			if err := store.PutBytes(ctx, s, pitr.ArchiveKey, b); err != nil {
+				return err
+			}
+			continue
+		}
+		if existing.SystemID != info.SystemID || existing.Database != info.Database {
+			return fatalError{fmt.Errorf("store %s holds the archive of another database (system %s, database %q; this is system %s, database %q): give each database its own store prefix",
+				s.URL(), existing.SystemID, existing.Database, info.SystemID, info.Database)}
+		}
+	}
+	return nil
+}
+
+type pending struct {
+	key  string
+	data []byte
+	info wal.SegmentInfo
+}
+
+// session runs one replication connection until it fails or ctx ends.
+func (a *Agent) session(ctx context.Context) error {
+	cfg := a.opts.Config
+	start, err := a.slotState(ctx)
+	if err != nil {
+		return err
+	}
+	st, err := wal.StartStream(ctx, cfg.Postgres.DSN, cfg.Postgres.Slot, cfg.Postgres.Publication, start)
+	if err != nil {
+		return err
+	}
+	defer st.Close(context.Background())
+	a.log.Info("streaming", zap.String("slot", cfg.Postgres.Slot), zap.Stringer("from", start))
+
+	// The uploader runs beside the receiver so that decoding continues
+	// while a segment is in flight; acknowledgements stay in order because
+	// segments are uploaded one after another.
+	upCtx, upCancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer upCancel()
+	queue := make(chan pending, 4)
+	var durable atomic.Uint64
+	durable.Store(uint64(start))
+	upErr := make(chan error, 1)
+	go func() {
+		defer close(upErr)
+		for p := range queue {
+			if err := a.opts.Fanout.Put(upCtx, p.key, p.data); err != nil {
+				upErr <- err
+				return
+			}
+			durable.Store(uint64(p.info.To))
+			a.recordDurable(p)
+		}
+	}()
+
+	flushEvery := time.Duration(cfg.FlushInterval)
+	idleEvery := max(10*flushEvery, 10*time.Second)
+	b := wal.NewBuilder(start)
+	acked := start
+	var firstPending time.Time // when the oldest unshipped commit arrived
+	lastCut := time.Now()
+	nextStatus := time.Now()
+	inflight := 0
+
+	cut := func() error {
+		data, info, err := b.Cut(true)
+		if err != nil {
+			return err
+		}
+		lastCut, firstPending = time.Now(), time.Time{}
+		p := pending{key: wal.SegmentKey(info.From, info.To), data: data, info: info}
+		for {
+			select {
+			case queue <- p:
+				inflight++
+				return nil
+			case err := <-upErr:
+				return fmt.Errorf("ship segment: %w", err)
+			case <-time.After(a.opts.StatusInterval / 2):
+				// Stores are slow or down: keep the walsender from timing
+				// us out while we wait, without acknowledging anything new.
+				if err := st.Ack(ctx, wal.LSN(durable.Load()), false); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	drain := func() error {
+		b.Abandon()
+		if b.Txns() > 0 || b.To() > b.From() {
+			if err := cut(); err != nil {
+				return err
+			}
+		}
+		close(queue)
+		done := make(chan struct{})
+		go func() {
+			for range upErr {
+			}
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			upCancel()
+			<-done
+			a.log.Warn("shutdown: stores did not confirm the last segment in 30s; it will be re-sent after restart")
+		}
+		d := wal.LSN(durable.Load())
+		if err := st.Ack(context.Background(), d, false); err != nil {
+			return err
+		}
+		a.log.Info("stopped", zap.Stringer("durable_lsn", d))
+		return nil
+	}
+
+	for {
+		if ctx.Err() != nil {
+			return drain()
+		}
+		now := time.Now()
+		due := now.Add(time.Hour)
+		switch {
+		case b.Txns() > 0:
+			due = firstPending.Add(flushEvery)
+		case b.To() > b.From():
+			due = lastCut.Add(idleEvery)
+		}
+		if b.Len() >= int(cfg.MaxSegment) || (b.Txns() > 0 || b.To() > b.From()) && !now.Before(due) {
+			if err := cut(); err != nil {
+				return err
+			}
+			continue
+		}
+		if d := wal.LSN(durable.Load()); d > acked || !now.Before(nextStatus) {
+			// Ask for a keepalive when idle: its position lets an empty
+			// segment cover the quiet stretch, so the slot can advance.
+			if err := st.Ack(ctx, d, b.Txns() == 0 && !b.InTxn()); err != nil {
+				return err
+			}
+			if d > acked {
+				inflight = 0
+			}
+			acked, nextStatus = d, now.Add(a.opts.StatusInterval)
+		}
+		deadline := earliest(due, nextStatus)
+		if inflight > 0 {
+			deadline = earliest(deadline, now.Add(20*time.Millisecond))
+		}
+		ev, err := st.Receive(ctx, deadline)
+		if wal.IsTimeout(err) {
+			continue
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return drain()
+			}
+			return err
+		}
+		select {
+		case err, ok := <-upErr:
+			if ok && err != nil {
+				return fmt.Errorf("ship segment: %w", err)
+			}
+		default:
+		}
+		if ev.Keepalive {
+			b.Extend(ev.ServerWALEnd, ev.ServerTime)
+			if ev.ReplyRequested {
+				if err := st.Ack(ctx, wal.LSN(durable.Load()), false); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		committed, err := b.Add(ev.Msg)
+		if err != nil {
+			return fmt.Errorf("decode stream: %w", err)
+		}
+		if committed && firstPending.IsZero() {
+			firstPending = time.Now()
+		}
+	}
+}
+
+func (a *Agent) recordDurable(p pending) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.stats.Segments++
+	a.stats.Bytes += int64(len(p.data))
+	a.stats.Txns += int64(p.info.Txns)
+	a.stats.DurableLSN = p.info.To
+	if p.info.Txns > 0 {
+		a.stats.LastDurable = p.info.LastCommit
+		lag := time.Since(p.info.LastCommit)
+		a.stats.RPO = append(a.stats.RPO, lag)
+		if len(a.stats.RPO) > 100000 {
+			a.stats.RPO = a.stats.RPO[len(a.stats.RPO)-50000:]
+		}
+		a.log.Debug("segment durable", zap.String("key", p.key), zap.Uint32("txns", p.info.Txns), zap.Int("bytes", len(p.data)), zap.Duration("commit_to_durable", lag))
+	}
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
