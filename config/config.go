@@ -53,6 +53,16 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// ParseDurationInto parses a flag or variable value such as "250ms".
+func ParseDurationInto(s string, d *Duration) error {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a duration (use e.g. 250ms, 1s, 5m)", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
 // ByteSize is a size written as "16MiB", "512KiB" or a plain number of bytes.
 type ByteSize int64
 

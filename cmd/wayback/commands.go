@@ -1,0 +1,442 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/wayback-pitr/wayback/agent"
+	"github.com/wayback-pitr/wayback/basebackup"
+	"github.com/wayback-pitr/wayback/config"
+	"github.com/wayback-pitr/wayback/pitr"
+	"github.com/wayback-pitr/wayback/replay"
+	"github.com/wayback-pitr/wayback/store"
+	"github.com/wayback-pitr/wayback/wal"
+)
+
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func setupCmd(g *globals) *cobra.Command {
+	var fix bool
+	cmd := &cobra.Command{
+		Use:   "setup",
+		Short: "Create the publication, replication slot and wayback schema on the source",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.load(config.Need{DSN: true})
+			if err != nil {
+				return err
+			}
+			rep, err := agent.Setup(cmd.Context(), agent.SetupOptions{
+				DSN: cfg.Postgres.DSN, Slot: cfg.Postgres.Slot, Publication: cfg.Postgres.Publication, FixReplicaIdentity: fix,
+			})
+			if err != nil {
+				return err
+			}
+			if g.jsonOut {
+				return printJSON(rep)
+			}
+			say := func(done bool, what string) {
+				if done {
+					fmt.Println("created " + what)
+				} else {
+					fmt.Println("exists  " + what)
+				}
+			}
+			say(rep.CreatedPublication, "publication "+cfg.Postgres.Publication+" (FOR ALL TABLES)")
+			say(rep.CreatedSlot, "replication slot "+cfg.Postgres.Slot+" (pgoutput) "+rep.SlotLSN)
+			for _, t := range rep.FixedTables {
+				fmt.Println("set REPLICA IDENTITY FULL on " + t)
+			}
+			fmt.Println("ready: start 'wayback agent'")
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&fix, "replica-identity-full", false, "set REPLICA IDENTITY FULL on tables with no primary key (otherwise setup refuses, because publishing them breaks UPDATE/DELETE on the primary)")
+	return cmd
+}
+
+func agentCmd(g *globals) *cobra.Command {
+	var noBackup bool
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Stream changes to the stores until SIGTERM",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.load(config.Need{DSN: true, Stores: true})
+			if err != nil {
+				return err
+			}
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			defer log.Sync()
+			stores, err := openStores(cmd.Context(), cfg.Stores, log)
+			if err != nil {
+				return err
+			}
+			fan := store.NewFanout(stores, cfg.MinCopies, log)
+			defer fan.Close()
+			return agent.New(agent.Options{Config: cfg, Fanout: fan, Log: log, NoInitialBackup: noBackup}).Run(cmd.Context())
+		},
+	}
+	cmd.Flags().BoolVar(&noBackup, "no-initial-backup", false, "do not take a base backup on start when the archive has none")
+	return cmd
+}
+
+func backupCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "backup",
+		Short: "Take a base backup now",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.load(config.Need{DSN: true, Stores: true})
+			if err != nil {
+				return err
+			}
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			stores, err := openStores(cmd.Context(), cfg.Stores, log)
+			if err != nil {
+				return err
+			}
+			fan := store.NewFanout(stores, len(stores), log)
+			defer fan.Close()
+			say := progress(log)
+			m, err := basebackup.Take(cmd.Context(), fan, basebackup.Options{
+				DSN: cfg.Postgres.DSN, BinDir: cfg.Postgres.BinDir, Parallel: cfg.BaseBackup.Parallel, Log: log,
+				Progress: func(done, total int, table string) { say("backed up %d/%d tables (%s)", done, total, table) },
+			})
+			if err != nil {
+				return err
+			}
+			if g.jsonOut {
+				return printJSON(m)
+			}
+			fmt.Printf("base backup %s: %d tables, %d rows, %s stored, consistent at LSN %s (%s), took %s\n",
+				m.ID, len(m.Tables), m.Rows(), human(m.Size()), m.ConsistentLSN, m.ConsistentTime.Format(time.RFC3339), m.FinishedAt.Sub(m.StartedAt).Round(time.Millisecond))
+			return nil
+		},
+	}
+}
+
+// storeSummary is one store's part of `wayback list`.
+type storeSummary struct {
+	URL         string     `json:"url"`
+	Error       string     `json:"error,omitempty"`
+	Backups     []string   `json:"backups"`
+	Segments    int        `json:"segments"`
+	Bytes       int64      `json:"bytes"`
+	FromLSN     string     `json:"from_lsn,omitempty"`
+	ToLSN       string     `json:"to_lsn,omitempty"`
+	FirstCommit *time.Time `json:"first_commit,omitempty"`
+	LastCommit  *time.Time `json:"last_commit,omitempty"`
+	Gaps        []string   `json:"gaps,omitempty"`
+	Missing     []string   `json:"missing,omitempty"` // objects other stores have and this one lacks
+}
+
+type backupSummary struct {
+	ID             string    `json:"id"`
+	ConsistentLSN  string    `json:"consistent_lsn"`
+	ConsistentTime time.Time `json:"consistent_time"`
+	Tables         int       `json:"tables"`
+	Rows           int64     `json:"rows"`
+	Bytes          int64     `json:"bytes"`
+	Stores         []string  `json:"stores"`
+}
+
+func listCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "Show base backups and the archived LSN and time range per store",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.load(config.Need{Stores: true})
+			if err != nil {
+				return err
+			}
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			stores, err := openStores(ctx, cfg.Stores, log)
+			if err != nil {
+				return err
+			}
+			defer closeAll(stores)
+			cat, err := pitr.Load(ctx, stores, log)
+			if err != nil {
+				return err
+			}
+			var out struct {
+				Backups []backupSummary `json:"backups"`
+				Stores  []storeSummary  `json:"stores"`
+			}
+			for _, b := range cat.Backups {
+				bs := backupSummary{ID: b.ID, ConsistentLSN: b.ConsistentLSN, ConsistentTime: b.ConsistentTime, Tables: len(b.Tables), Rows: b.Rows(), Bytes: b.Size()}
+				for _, i := range b.Stores {
+					bs.Stores = append(bs.Stores, stores[i].URL())
+				}
+				out.Backups = append(out.Backups, bs)
+			}
+			for i := range stores {
+				out.Stores = append(out.Stores, summarizeStore(ctx, cat, i))
+			}
+			if g.jsonOut {
+				return printJSON(out)
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "BACKUP\tCONSISTENT AT\tLSN\tTABLES\tROWS\tSIZE\tSTORES")
+			for _, b := range out.Backups {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%d\n", b.ID, b.ConsistentTime.Format(time.RFC3339), b.ConsistentLSN, b.Tables, b.Rows, human(b.Bytes), len(b.Stores))
+			}
+			tw.Flush()
+			fmt.Println()
+			for _, s := range out.Stores {
+				fmt.Printf("store %s\n", s.URL)
+				if s.Error != "" {
+					fmt.Printf("  unreachable: %s\n", s.Error)
+					continue
+				}
+				fmt.Printf("  %d backups, %d segments, %s\n", len(s.Backups), s.Segments, human(s.Bytes))
+				if s.FromLSN != "" {
+					fmt.Printf("  stream archived from LSN %s to %s", s.FromLSN, s.ToLSN)
+					if s.FirstCommit != nil {
+						fmt.Printf(", commits %s … %s", s.FirstCommit.Format(time.RFC3339), s.LastCommit.Format(time.RFC3339))
+					}
+					fmt.Println()
+				}
+				for _, gap := range s.Gaps {
+					fmt.Printf("  GAP: %s\n", gap)
+				}
+				if len(s.Missing) > 0 {
+					fmt.Printf("  lacks %d objects other stores hold (first: %s)\n", len(s.Missing), s.Missing[0])
+				}
+			}
+			return nil
+		},
+	}
+}
+
+// summarizeStore describes store i: its coverage, gaps, commit-time range
+// and what it lacks compared with the other stores.
+func summarizeStore(ctx context.Context, cat *pitr.Catalog, i int) storeSummary {
+	s := storeSummary{URL: cat.Stores[i].URL()}
+	l := cat.Listings[i]
+	if l.Err != nil {
+		s.Error = oneLine(l.Err)
+		return s
+	}
+	s.Bytes = l.Bytes
+	for _, b := range cat.Backups {
+		if has(b.Stores, i) {
+			s.Backups = append(s.Backups, b.ID)
+		} else {
+			s.Missing = append(s.Missing, b.Key())
+		}
+	}
+	var mine []*pitr.Segment
+	for _, seg := range cat.Segments {
+		if has(seg.Stores, i) {
+			mine = append(mine, seg)
+		} else {
+			s.Missing = append(s.Missing, seg.Key)
+		}
+	}
+	s.Segments = len(mine)
+	if len(mine) == 0 {
+		return s
+	}
+	sub := &pitr.Catalog{Segments: mine}
+	pos := mine[0].From
+	s.FromLSN = pos.String()
+	var first, last *pitr.Segment
+	for {
+		chain, end := sub.Chain(pos)
+		if first == nil && len(chain) > 0 {
+			first = chain[0]
+		}
+		if len(chain) > 0 {
+			last = chain[len(chain)-1]
+		}
+		next := sub.NextAfter(end)
+		if next == nil {
+			s.ToLSN = end.String()
+			break
+		}
+		s.Gaps = append(s.Gaps, fmt.Sprintf("nothing archived from LSN %s to %s", end, next.From))
+		pos = next.From
+	}
+	read := func(seg *pitr.Segment) *wal.SegmentInfo {
+		b, err := store.ReadAll(ctx, cat.Stores[i], seg.Key)
+		if err != nil {
+			return nil
+		}
+		info, err := wal.ReadSegmentInfo(b)
+		if err != nil {
+			return nil
+		}
+		return &info
+	}
+	if fi, li := read(first), read(last); fi != nil && li != nil {
+		ft, lt := fi.FirstCommit, li.ToTime
+		if ft.IsZero() {
+			ft = fi.ToTime
+		}
+		s.FirstCommit, s.LastCommit = &ft, &lt
+	}
+	return s
+}
+
+func has(list []int, i int) bool {
+	for _, v := range list {
+		if v == i {
+			return true
+		}
+	}
+	return false
+}
+
+func restoreCmd(g *globals) *cobra.Command {
+	var (
+		targetDSN, toTime, toLSN string
+		latest, dryRun           bool
+		skip                     []string
+		parallel                 int
+	)
+	cmd := &cobra.Command{
+		Use:   "restore --target-dsn DSN (--to-time T | --to-lsn L | --latest)",
+		Short: "Restore the database as it was at a point in time into an empty database",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.load(config.Need{Stores: true})
+			if err != nil {
+				return err
+			}
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			n := 0
+			var target pitr.Target
+			if toTime != "" {
+				n++
+				t, err := pitr.ParseTime(toTime)
+				if err != nil {
+					return err
+				}
+				target = pitr.Target{Kind: pitr.ToTime, Time: t}
+			}
+			if toLSN != "" {
+				n++
+				l, err := wal.ParseLSN(toLSN)
+				if err != nil {
+					return err
+				}
+				target = pitr.Target{Kind: pitr.ToLSN, LSN: l}
+			}
+			if latest {
+				n++
+				target = pitr.Target{Kind: pitr.Latest}
+			}
+			if n != 1 {
+				return fmt.Errorf("give exactly one of --to-time, --to-lsn or --latest")
+			}
+			if targetDSN == "" && !dryRun {
+				return fmt.Errorf("--target-dsn is required: the database to restore into (created if missing, must be empty)")
+			}
+			skipSet := map[uint32]bool{}
+			for _, s := range skip {
+				x, err := strconv.ParseUint(strings.TrimSpace(s), 10, 32)
+				if err != nil {
+					return fmt.Errorf("--skip-xid %q is not a transaction id", s)
+				}
+				skipSet[uint32(x)] = true
+			}
+			ctx := cmd.Context()
+			stores, err := openStores(ctx, cfg.Stores, log)
+			if err != nil {
+				return err
+			}
+			defer closeAll(stores)
+			say := progress(log)
+			if g.jsonOut {
+				say = func(string, ...any) {}
+			}
+			res, err := replay.Restore(ctx, replay.RestoreOptions{
+				Stores: stores, TargetDSN: targetDSN, Target: target, Skip: skipSet, DryRun: dryRun,
+				Parallel: max(parallel, 1), Log: log, Progress: say,
+			})
+			if err != nil {
+				return err
+			}
+			if g.jsonOut {
+				return printJSON(res)
+			}
+			printRestore(res, target)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&targetDSN, "target-dsn", "", "database to restore into (created if missing; must be empty)")
+	f.StringVar(&toTime, "to-time", "", "restore to this instant: RFC 3339 or 'YYYY-MM-DD HH:MM:SS[±TZ]'")
+	f.StringVar(&toLSN, "to-lsn", "", "restore up to and including commits at this LSN (X/Y)")
+	f.BoolVar(&latest, "latest", false, "restore everything archived")
+	f.BoolVar(&dryRun, "dry-run", false, "plan and verify every object, write nothing")
+	f.StringArrayVar(&skip, "skip-xid", nil, "leave out this transaction (repeatable)")
+	f.IntVar(&parallel, "parallel", 2, "tables loaded at once")
+	return cmd
+}
+
+func printRestore(res *replay.RestoreResult, target pitr.Target) {
+	m := res.Backup
+	if res.DryRun {
+		fmt.Printf("dry run: would load base backup %s (consistent at %s, LSN %s; %d tables, %d rows) and replay %d verified segments to %s\n",
+			m.ID, m.ConsistentTime.Format(time.RFC3339), m.ConsistentLSN, len(m.Tables), m.Rows(), res.Segments, target)
+		return
+	}
+	fmt.Printf("restored base backup %s (consistent at %s, LSN %s): %d tables, %d rows\n",
+		m.ID, m.ConsistentTime.Format(time.RFC3339), m.ConsistentLSN, len(m.Tables), m.Rows())
+	s := res.Replay
+	fmt.Printf("replayed %d transactions (%d changes) from %d segments", s.Applied, s.Changes, res.Segments)
+	if s.Skipped > 0 {
+		fmt.Printf(", skipped %d on request", s.Skipped)
+	}
+	fmt.Println()
+	if s.Applied > 0 {
+		fmt.Printf("last applied: xid %d committed %s (LSN %s)\n", s.LastXID, s.LastCommit.Format(time.RFC3339Nano), s.LastLSN)
+	}
+	if s.StoppedBefore != nil {
+		fmt.Printf("target %s reached: stopped before xid %d committed %s\n", target, s.StoppedBefore.XID, s.StoppedBefore.CommitTime.Format(time.RFC3339Nano))
+	} else {
+		fmt.Printf("target %s reached: end of archive\n", target)
+	}
+	fmt.Printf("took %s\n", res.Took.Round(time.Millisecond))
+}
+
+func human(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

@@ -1,0 +1,180 @@
+// Command wayback is point-in-time recovery for PostgreSQL from its
+// logical change stream. See README.md and docs/.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/wayback-pitr/wayback/config"
+	"github.com/wayback-pitr/wayback/store"
+)
+
+// globals are the flags shared by every subcommand.
+type globals struct {
+	configPath string
+	dsn        string
+	slot       string
+	pub        string
+	stores     []string
+	minCopies  int
+	flush      string
+	logLevel   string
+	logFormat  string
+	jsonOut    bool
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newRoot().ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "wayback: "+oneLine(err))
+		os.Exit(1)
+	}
+}
+
+// oneLine keeps an error on a single line: scripts and on-call engineers
+// read the first line.
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
+}
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "wayback",
+		Short:         "Point-in-time recovery for PostgreSQL from its logical change stream",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	pf := root.PersistentFlags()
+	pf.StringVarP(&g.configPath, "config", "c", "", "YAML config file (see docs/config.md)")
+	pf.StringVar(&g.dsn, "dsn", "", "source database DSN (postgres.dsn)")
+	pf.StringVar(&g.slot, "slot", "", "replication slot (postgres.slot, default wayback)")
+	pf.StringVar(&g.pub, "publication", "", "publication (postgres.publication, default wayback)")
+	pf.StringArrayVar(&g.stores, "store", nil, "store URL, repeatable (stores)")
+	pf.IntVar(&g.minCopies, "min-copies", 0, "stores that must hold a segment before the slot advances (min_copies, default all)")
+	pf.StringVar(&g.flush, "flush-interval", "", "how often to cut a segment (flush_interval, default 1s)")
+	pf.StringVar(&g.logLevel, "log-level", "info", "debug, info, warn or error")
+	pf.StringVar(&g.logFormat, "log-format", "console", "console or json")
+	pf.BoolVar(&g.jsonOut, "json", false, "machine-readable output on stdout")
+
+	root.AddCommand(setupCmd(g), agentCmd(g), backupCmd(g), listCmd(g), restoreCmd(g))
+	return root
+}
+
+// load builds the configuration: defaults, file, environment, flags.
+func (g *globals) load(need config.Need) (config.Config, error) {
+	c := config.Defaults()
+	if g.configPath != "" {
+		if err := config.LoadFile(g.configPath, &c); err != nil {
+			return c, err
+		}
+	}
+	if err := config.ApplyEnv(&c, os.LookupEnv); err != nil {
+		return c, err
+	}
+	if g.dsn != "" {
+		c.Postgres.DSN = g.dsn
+	}
+	if g.slot != "" {
+		c.Postgres.Slot = g.slot
+	}
+	if g.pub != "" {
+		c.Postgres.Publication = g.pub
+	}
+	if len(g.stores) > 0 {
+		c.Stores = g.stores
+	}
+	if g.minCopies != 0 {
+		c.MinCopies = g.minCopies
+	}
+	if g.flush != "" {
+		var d config.Duration
+		if err := config.ParseDurationInto(g.flush, &d); err != nil {
+			return c, fmt.Errorf("--flush-interval: %w", err)
+		}
+		c.FlushInterval = d
+	}
+	if err := c.Validate(need); err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	return c, nil
+}
+
+func (g *globals) logger() (*zap.Logger, error) {
+	var lvl zapcore.Level
+	if err := lvl.Set(g.logLevel); err != nil {
+		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", g.logLevel)
+	}
+	var cfg zap.Config
+	switch g.logFormat {
+	case "json":
+		cfg = zap.NewProductionConfig()
+	case "console":
+		cfg = zap.NewDevelopmentConfig()
+		cfg.DisableStacktrace = true
+		cfg.EncoderConfig.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		if !isTerminal(os.Stderr) {
+			cfg.EncoderConfig.EncodeLevel = zapcore.CapitalLevelEncoder
+		}
+	default:
+		return nil, fmt.Errorf("--log-format %q: use console or json", g.logFormat)
+	}
+	cfg.Level = zap.NewAtomicLevelAt(lvl)
+	cfg.OutputPaths = []string{"stderr"}
+	cfg.ErrorOutputPaths = []string{"stderr"}
+	return cfg.Build()
+}
+
+// openStores opens and checks every configured store before any data is
+// touched, so a wrong bucket or credential fails at once with its cause.
+func openStores(ctx context.Context, urls []string, log *zap.Logger) ([]store.Store, error) {
+	var out []store.Store
+	for _, u := range urls {
+		s, err := store.Open(ctx, u, log)
+		if err != nil {
+			closeAll(out)
+			return nil, err
+		}
+		if err := s.Check(ctx); err != nil {
+			closeAll(append(out, s))
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func closeAll(ss []store.Store) {
+	for _, s := range ss {
+		s.Close()
+	}
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// progress prints human progress lines on a terminal and structured log
+// lines otherwise.
+func progress(log *zap.Logger) func(format string, args ...any) {
+	tty := isTerminal(os.Stderr)
+	return func(format string, args ...any) {
+		msg := fmt.Sprintf(format, args...)
+		if tty {
+			fmt.Fprintln(os.Stderr, msg)
+		} else {
+			log.Info(strings.TrimSpace(msg))
+		}
+	}
+}
