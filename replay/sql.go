@@ -70,7 +70,7 @@ func buildInsert(c *wal.Change) stmt {
 		params = append(params, valueParam(v))
 		vals.WriteString("$" + strconv.Itoa(len(params)))
 	}
-	return stmt{sql: "INSERT INTO " + quoteRel(c.Rel) + " (" + cols.String() + ") VALUES (" + vals.String() + ")", params: params, change: c}
+	return stmt{sql: "INSERT INTO " + quoteRel(c.Rel) + " (" + cols.String() + ") OVERRIDING SYSTEM VALUE VALUES (" + vals.String() + ")", params: params, change: c}
 }
 
 func valueParam(v wal.Value) []byte {
@@ -134,8 +134,11 @@ func buildUpdate(c *wal.Change) (stmt, error) {
 	var set strings.Builder
 	var params [][]byte
 	for i, v := range c.New {
-		if v.Kind == wal.KindUnchanged {
-			continue // TOASTed value not sent: keep what the row has
+		if v.Kind == wal.KindUnchanged || unchanged(c, i) {
+			// An unchanged TOASTed value was not sent: keep what the row
+			// has. Columns known to be unchanged are left out too, which
+			// also keeps GENERATED ALWAYS identity keys out of the SET.
+			continue
 		}
 		if len(params) > 0 {
 			set.WriteString(", ")
@@ -151,6 +154,23 @@ func buildUpdate(c *wal.Change) (stmt, error) {
 		return stmt{}, err
 	}
 	return stmt{sql: "UPDATE " + quoteRel(c.Rel) + " SET " + set.String() + " WHERE " + cond, params: params, wantOne: true, change: c}, nil
+}
+
+// unchanged reports whether column i provably has the same value before and
+// after an update: a key column when the stream sent no old key (so the key
+// did not change), or any column whose old image holds the same value.
+func unchanged(c *wal.Change, i int) bool {
+	if c.OldKind == 0 {
+		return c.Rel.Columns[i].Key
+	}
+	if i >= len(c.Old) {
+		return false
+	}
+	o, n := c.Old[i], c.New[i]
+	if c.OldKind == 'K' && !c.Rel.Columns[i].Key {
+		return false // placeholders, not values
+	}
+	return o.Kind == n.Kind && (o.Kind == wal.KindNull || (o.Kind == wal.KindText && string(o.Data) == string(n.Data)))
 }
 
 func buildDelete(c *wal.Change) (stmt, error) {
