@@ -1,0 +1,28 @@
+# wayback — see README.md. Every target works on a fresh machine with Go and
+# PostgreSQL 15 installed (.ci/run installs PostgreSQL when it is missing).
+GO ?= go
+
+.PHONY: build demo test test-short vet fmt clean
+
+build:
+	$(GO) build -o bin/wayback ./cmd/wayback
+
+# A throwaway Postgres, the agent on two local stores, an accident and its
+# repair. Cleans up after itself.
+demo: build
+	$(GO) run ./cmd/wayback-demo -wayback bin/wayback
+
+# Static checks, then every test against real PostgreSQL 15, with the race
+# detector.
+test: vet
+	$(GO) test -race -timeout 25m ./...
+
+test-short: vet
+	$(GO) test -timeout 10m ./wal/... ./config/... ./store/... ./pitr/...
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin
