@@ -33,6 +33,9 @@ type Options struct {
 	// StatusInterval is how often the slot position is reported to the
 	// server when nothing else prompts it (default 10s).
 	StatusInterval time.Duration
+	// RepairInterval is how often lagging or failing stores are checked and
+	// backfilled (default 10s).
+	RepairInterval time.Duration
 }
 
 // Agent ships the change stream of one database.
@@ -63,6 +66,9 @@ func New(o Options) *Agent {
 	if o.StatusInterval <= 0 {
 		o.StatusInterval = 10 * time.Second
 	}
+	if o.RepairInterval <= 0 {
+		o.RepairInterval = 10 * time.Second
+	}
 	return &Agent{opts: o, log: o.Log}
 }
 
@@ -87,6 +93,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	var bg sync.WaitGroup
 	defer bg.Wait()
+	// Backfill stores that missed objects (an outage, a store added to the
+	// configuration) beside the live stream, never in its way.
+	a.opts.Fanout.Verify = pitr.CheckObject
+	bg.Add(1)
+	go func() {
+		defer bg.Done()
+		a.opts.Fanout.RunRepair(ctx, a.opts.RepairInterval)
+	}()
 	if !a.opts.NoInitialBackup {
 		cat, err := pitr.Load(ctx, a.opts.Fanout.Stores(), a.log)
 		if err != nil {

@@ -204,3 +204,23 @@ func ReadArchiveInfo(ctx context.Context, stores []store.Store) (*ArchiveInfo, e
 	}
 	return nil, nil
 }
+
+// CheckObject validates an archive object's content where its key says what
+// it must be (segments: header and body checksums; manifests: they parse),
+// so that repair never copies a corrupt object to another store.
+func CheckObject(key string, data []byte) error {
+	switch {
+	case strings.HasPrefix(key, wal.SegmentPrefix):
+		info, _, err := wal.DecodeSegment(data)
+		if err != nil {
+			return err
+		}
+		if from, to, err := wal.ParseSegmentKey(key); err != nil || from != info.From || to != info.To {
+			return fmt.Errorf("%w: header range %s-%s does not match key %s", wal.ErrCorrupt, info.From, info.To, key)
+		}
+	case basebackup.IDFromKey(key) != "":
+		_, err := basebackup.ParseManifest(data)
+		return err
+	}
+	return nil
+}

@@ -3,42 +3,85 @@ package store
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 )
 
+// Verifier checks an object read from one store before repair copies it to
+// another, so that a corrupt copy is never spread. It returns nil for keys
+// it has no opinion on.
+type Verifier func(key string, data []byte) error
+
 // Fanout writes every object to all its stores in parallel. Put returns once
-// MinCopies stores hold the object; the remaining copies keep retrying in the
-// background until they succeed or the Fanout is closed.
+// MinCopies stores hold the object. A store that fails is skipped by later
+// writes (while enough others remain) and brought up to date by Repair when
+// it answers again, so an outage of one cloud never slows the others.
 type Fanout struct {
 	stores    []Store
 	minCopies int
 	log       *zap.Logger
 
 	mu      sync.Mutex
-	healthy []bool // per store, for logging state changes only
+	state   []storeState
+	blocked bool // fewer than minCopies stores reachable; logged once
 
-	bg       sync.WaitGroup
-	bgCtx    context.Context
-	bgCancel context.CancelFunc
+	bg sync.WaitGroup
 
-	// MaxBackoff caps the wait between retries of one store.
+	// AttemptTimeout bounds one upload attempt, so a hanging store cannot
+	// stall the stream (default 30s).
+	AttemptTimeout time.Duration
+	// QuickTries is how many attempts a store gets for an object before it is
+	// marked failing and left to Repair (default 3).
+	QuickTries int
+	// MaxBackoff caps the wait between retries while too few stores are
+	// reachable (default 5s).
 	MaxBackoff time.Duration
+	// Verify, if set, checks objects before Repair copies them.
+	Verify Verifier
+}
+
+// StoreState is the health of one store as the fan-out sees it.
+type StoreState int
+
+// Store states.
+const (
+	Healthy StoreState = iota // takes writes and holds everything
+	Lagging                   // takes writes but lacks objects: Repair will copy them
+	Failing                   // the last write failed: skipped until Repair reaches it
+)
+
+func (s StoreState) String() string {
+	return [...]string{"healthy", "lagging", "failing"}[s]
+}
+
+type storeState struct {
+	state   StoreState
+	lastErr error
+	since   time.Time
 }
 
 // NewFanout returns a Fanout over stores needing minCopies durable copies.
+// Every store starts lagging, so the first Repair pass compares it with
+// the others: a store added to the configuration, or one that missed
+// objects before a restart, is backfilled.
 func NewFanout(stores []Store, minCopies int, log *zap.Logger) *Fanout {
-	ctx, cancel := context.WithCancel(context.Background())
-	h := make([]bool, len(stores))
-	for i := range h {
-		h[i] = true
+	if log == nil {
+		log = zap.NewNop()
 	}
-	return &Fanout{stores: stores, minCopies: minCopies, log: log, healthy: h, bgCtx: ctx, bgCancel: cancel, MaxBackoff: 5 * time.Second}
+	st := make([]storeState, len(stores))
+	for i := range st {
+		st[i] = storeState{state: Lagging, since: time.Now()}
+	}
+	return &Fanout{stores: stores, minCopies: minCopies, log: log, state: st,
+		AttemptTimeout: 30 * time.Second, QuickTries: 3, MaxBackoff: 5 * time.Second}
 }
 
 // Stores returns the underlying stores in configuration order.
@@ -47,19 +90,24 @@ func (f *Fanout) Stores() []Store { return f.stores }
 // MinCopies is the number of stores an object must reach to be durable.
 func (f *Fanout) MinCopies() int { return f.minCopies }
 
+// State returns store i's state.
+func (f *Fanout) State(i int) StoreState {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.state[i].state
+}
+
 // source produces a fresh reader for each attempt.
 type source func() (io.ReadSeeker, int64, func(), error)
 
-// Put writes data under key.
-func (f *Fanout) Put(ctx context.Context, key string, data []byte) error {
-	return f.put(ctx, key, func() (io.ReadSeeker, int64, func(), error) {
+func bytesSource(data []byte) source {
+	return func() (io.ReadSeeker, int64, func(), error) {
 		return bytes.NewReader(data), int64(len(data)), func() {}, nil
-	})
+	}
 }
 
-// PutFile writes the local file at path under key.
-func (f *Fanout) PutFile(ctx context.Context, key, path string) error {
-	return f.put(ctx, key, func() (io.ReadSeeker, int64, func(), error) {
+func fileSource(path string) source {
+	return func() (io.ReadSeeker, int64, func(), error) {
 		fh, err := os.Open(path)
 		if err != nil {
 			return nil, 0, nil, err
@@ -70,94 +118,332 @@ func (f *Fanout) PutFile(ctx context.Context, key, path string) error {
 			return nil, 0, nil, err
 		}
 		return fh, st.Size(), func() { fh.Close() }, nil
-	})
+	}
+}
+
+// Put writes data under key.
+func (f *Fanout) Put(ctx context.Context, key string, data []byte) error {
+	return f.put(ctx, key, bytesSource(data))
+}
+
+// PutFile writes the local file at path under key. The file must stay in
+// place until PutFile returns.
+func (f *Fanout) PutFile(ctx context.Context, key, path string) error {
+	return f.put(ctx, key, fileSource(path))
 }
 
 func (f *Fanout) put(ctx context.Context, key string, src source) error {
-	done := make(chan error, len(f.stores))
-	for i := range f.stores {
+	// Failing stores are skipped while the others can reach min_copies;
+	// Repair brings them back.
+	var try []int
+	f.mu.Lock()
+	usable := 0
+	for _, s := range f.state {
+		if s.state != Failing {
+			usable++
+		}
+	}
+	for i, s := range f.state {
+		if s.state != Failing || usable < f.minCopies {
+			try = append(try, i)
+		} else {
+			f.state[i].state = Failing // stays failing; it lacks this object
+		}
+	}
+	f.mu.Unlock()
+
+	type result struct {
+		i   int
+		err error
+	}
+	done := make(chan result, len(f.stores))
+	// Attempts continue after Put returns (bounded by QuickTries ×
+	// AttemptTimeout) so a slow store still gets its copy when it can.
+	for _, i := range try {
 		f.bg.Add(1)
 		go func() {
 			defer f.bg.Done()
-			done <- f.putOne(ctx, i, key, src)
+			done <- result{i, f.tryStore(context.WithoutCancel(ctx), i, key, src, f.QuickTries)}
 		}()
 	}
-	ok, failed := 0, 0
-	var lastErr error
-	for range f.stores {
+	ok := 0
+	var errs []error
+	pending := len(try)
+	for pending > 0 {
 		select {
-		case err := <-done:
-			if err == nil {
+		case r := <-done:
+			pending--
+			if r.err == nil {
 				ok++
 			} else {
-				failed++
-				lastErr = err
+				errs = append(errs, r.err)
 			}
 		case <-ctx.Done():
 			return fmt.Errorf("put %s: %w", key, ctx.Err())
 		}
 		if ok >= f.minCopies {
+			f.setBlocked(false, nil)
 			return nil
 		}
-		if len(f.stores)-failed < f.minCopies {
-			return fmt.Errorf("put %s: only %d of the %d required copies succeeded: %w", key, ok, f.minCopies, lastErr)
+	}
+	// Too few copies: hold here (the caller does not advance the slot) and
+	// keep trying every store that lacks the object until enough answer.
+	f.setBlocked(true, errors.Join(errs...))
+	backoff := 200 * time.Millisecond
+	for {
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return fmt.Errorf("put %s: only %d of %d required copies: %w", key, ok, f.minCopies, ctx.Err())
+		}
+		backoff = min(backoff*2, f.MaxBackoff)
+		ok = 0
+		for i := range f.stores {
+			if f.holds(ctx, i, key) || f.tryStore(ctx, i, key, src, 1) == nil {
+				ok++
+			}
+		}
+		if ok >= f.minCopies {
+			f.setBlocked(false, nil)
+			return nil
 		}
 	}
-	return fmt.Errorf("put %s: %w", key, lastErr)
 }
 
-// putOne retries one store with exponential backoff until it succeeds, the
-// caller's context ends (while the caller still waits for this copy), or
-// the Fanout is closed.
-func (f *Fanout) putOne(ctx context.Context, i int, key string, src source) error {
+// holds reports whether store i already has key (as far as a quick Get
+// can tell), used only on the slow path when too few stores answer.
+func (f *Fanout) holds(ctx context.Context, i int, key string) bool {
+	actx, cancel := context.WithTimeout(ctx, f.AttemptTimeout)
+	defer cancel()
+	rc, err := f.stores[i].Get(actx, key)
+	if err != nil {
+		return false
+	}
+	rc.Close()
+	return true
+}
+
+// tryStore makes up to tries attempts to write key to store i.
+func (f *Fanout) tryStore(ctx context.Context, i int, key string, src source, tries int) error {
 	s := f.stores[i]
 	backoff := 100 * time.Millisecond
-	for {
-		r, size, closeFn, err := src()
+	var err error
+	for attempt := 0; attempt < max(tries, 1); attempt++ {
+		if attempt > 0 {
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			backoff *= 3
+		}
+		var r io.ReadSeeker
+		var size int64
+		var closeFn func()
+		r, size, closeFn, err = src()
 		if err != nil {
 			return fmt.Errorf("open source for %s: %w", key, err)
 		}
-		err = s.Put(ctx, key, r, size)
+		actx, cancel := context.WithTimeout(ctx, f.AttemptTimeout)
+		err = s.Put(actx, key, r, size)
+		cancel()
 		closeFn()
 		if err == nil {
-			f.setHealthy(i, true, nil)
+			f.markOK(i)
 			return nil
 		}
 		if ctx.Err() != nil {
 			return err
 		}
-		f.setHealthy(i, false, err)
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-			return err
-		case <-f.bgCtx.Done():
-			return err
-		}
-		backoff = min(backoff*2, f.MaxBackoff)
+	}
+	f.markFailing(i, err)
+	return fmt.Errorf("store %s: %w", s.URL(), err)
+}
+
+func (f *Fanout) markOK(i int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.state[i].state == Failing {
+		// It answers again but has missed objects: Repair will tell.
+		f.state[i] = storeState{state: Lagging, since: time.Now()}
+		f.log.Info("store answering again; backfill pending", zap.String("store", f.stores[i].URL()))
 	}
 }
 
-// setHealthy logs a store's state changes, not every retry, so that an
-// outage produces two lines rather than thousands.
-func (f *Fanout) setHealthy(i int, ok bool, err error) {
+// markFailing logs a state change, not every retry, so that an outage
+// produces two lines rather than thousands.
+func (f *Fanout) markFailing(i int, err error) {
 	f.mu.Lock()
-	changed := f.healthy[i] != ok
-	f.healthy[i] = ok
-	f.mu.Unlock()
-	if !changed || f.log == nil {
+	defer f.mu.Unlock()
+	if f.state[i].state != Failing {
+		f.log.Warn("store failing: skipping it and backfilling when it answers again",
+			zap.String("store", f.stores[i].URL()), zap.Error(err))
+	}
+	f.state[i] = storeState{state: Failing, lastErr: err, since: time.Now()}
+}
+
+func (f *Fanout) setBlocked(b bool, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if b == f.blocked {
 		return
 	}
-	if ok {
-		f.log.Info("store recovered", zap.String("store", f.stores[i].URL()))
+	f.blocked = b
+	if b {
+		f.log.Error("fewer than min_copies stores reachable: holding the replication slot until they answer",
+			zap.Int("min_copies", f.minCopies), zap.Error(err))
 	} else {
-		f.log.Warn("store failing; retrying with backoff", zap.String("store", f.stores[i].URL()), zap.Error(err))
+		f.log.Info("min_copies reachable again: shipping resumed", zap.Int("min_copies", f.minCopies))
 	}
 }
 
-// Close stops background retries and waits for them.
+// RunRepair backfills lagging and failing stores every interval until ctx
+// ends.
+func (f *Fanout) RunRepair(ctx context.Context, interval time.Duration) {
+	for {
+		for i := range f.stores {
+			if f.State(i) == Healthy {
+				continue
+			}
+			n, err := f.Repair(ctx, i)
+			if err != nil && ctx.Err() == nil {
+				f.log.Debug("repair pass incomplete", zap.String("store", f.stores[i].URL()), zap.Int("copied", n), zap.Error(err))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+	}
+}
+
+// Repair copies to store i every object another store holds and i lacks:
+// archive metadata first, then segments in stream order, then backups with
+// each manifest after the objects it lists, so that a store is never left
+// claiming a backup it does not hold. It returns how many objects it
+// copied; when nothing is left to copy the store is healthy.
+func (f *Fanout) Repair(ctx context.Context, i int) (int, error) {
+	target := f.stores[i]
+	if err := target.Check(ctx); err != nil {
+		return 0, err
+	}
+	have, err := target.List(ctx, "")
+	if err != nil {
+		return 0, err
+	}
+	present := map[string]bool{}
+	for _, o := range have {
+		present[o.Key] = true
+	}
+	sources := map[string][]int{} // key -> stores holding it
+	for j, s := range f.stores {
+		if j == i {
+			continue
+		}
+		objs, err := s.List(ctx, "")
+		if err != nil {
+			continue
+		}
+		for _, o := range objs {
+			if !present[o.Key] {
+				sources[o.Key] = append(sources[o.Key], j)
+			}
+		}
+	}
+	keys := make([]string, 0, len(sources))
+	for k := range sources {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(a, b int) bool { return repairOrder(keys[a]) < repairOrder(keys[b]) })
+	copied := 0
+	for _, k := range keys {
+		if err := f.copyObject(ctx, k, sources[k], i); err != nil {
+			return copied, err
+		}
+		copied++
+	}
+	f.mu.Lock()
+	if f.state[i].state != Healthy {
+		f.log.Info("store caught up", zap.String("store", target.URL()), zap.Int("objects_copied", copied))
+	}
+	f.state[i] = storeState{state: Healthy, since: time.Now()}
+	f.mu.Unlock()
+	return copied, nil
+}
+
+// repairOrder sorts keys for backfill: archive.json, segments (in LSN
+// order), backup objects, manifests last.
+func repairOrder(key string) string {
+	switch {
+	case !strings.Contains(key, "/"):
+		return "0" + key
+	case strings.HasPrefix(key, "segments/"):
+		return "1" + key
+	case strings.HasSuffix(key, "/manifest.json"):
+		return "3" + key
+	}
+	return "2" + key
+}
+
+func (f *Fanout) copyObject(ctx context.Context, key string, from []int, to int) error {
+	var errs []error
+	for _, j := range from {
+		err := func() error {
+			// Stream through a temporary file: backup objects can be large.
+			tmp, err := os.CreateTemp("", "wayback-repair-*")
+			if err != nil {
+				return err
+			}
+			defer os.Remove(tmp.Name())
+			defer tmp.Close()
+			rc, err := f.stores[j].Get(ctx, key)
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(tmp, rc)
+			rc.Close()
+			if err != nil {
+				return fmt.Errorf("read from %s: %w", f.stores[j].URL(), err)
+			}
+			if f.Verify != nil {
+				if err := f.verifyFile(key, tmp); err != nil {
+					return fmt.Errorf("copy in %s is invalid: %w", f.stores[j].URL(), err)
+				}
+			}
+			r, size, closeFn, err := fileSource(tmp.Name())()
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			actx, cancel := context.WithTimeout(ctx, f.AttemptTimeout)
+			defer cancel()
+			return f.stores[to].Put(actx, key, r, size)
+		}()
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	return fmt.Errorf("backfill %s to %s: %w", key, f.stores[to].URL(), errors.Join(errs...))
+}
+
+// verifyFile runs Verify on objects small enough to check in memory
+// (segments, manifests); large backup objects are checked at restore.
+func (f *Fanout) verifyFile(key string, fh *os.File) error {
+	st, err := fh.Stat()
+	if err != nil || st.Size() > 256<<20 {
+		return err
+	}
+	data, err := os.ReadFile(fh.Name())
+	if err != nil {
+		return err
+	}
+	return f.Verify(key, data)
+}
+
+// Close waits for outstanding uploads and closes the stores.
 func (f *Fanout) Close() error {
-	f.bgCancel()
 	f.bg.Wait()
 	var first error
 	for _, s := range f.stores {

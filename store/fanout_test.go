@@ -1,0 +1,154 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+)
+
+// switchable wraps a store whose writes, reads and listings can be cut off.
+type switchable struct {
+	Store
+	down atomic.Bool
+}
+
+var errDown = errors.New("store is down")
+
+func (s *switchable) Put(ctx context.Context, key string, r io.ReadSeeker, size int64) error {
+	if s.down.Load() {
+		return errDown
+	}
+	return s.Store.Put(ctx, key, r, size)
+}
+
+func (s *switchable) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	if s.down.Load() {
+		return nil, errDown
+	}
+	return s.Store.Get(ctx, key)
+}
+
+func (s *switchable) List(ctx context.Context, prefix string) ([]Object, error) {
+	if s.down.Load() {
+		return nil, errDown
+	}
+	return s.Store.List(ctx, prefix)
+}
+
+func (s *switchable) Check(ctx context.Context) error {
+	if s.down.Load() {
+		return errDown
+	}
+	return s.Store.Check(ctx)
+}
+
+func keys(t *testing.T, s Store) []string {
+	t.Helper()
+	objs, err := s.List(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, o := range objs {
+		out = append(out, o.Key)
+	}
+	return out
+}
+
+func newPair(t *testing.T, minCopies int) (*Fanout, *switchable, *switchable) {
+	a := &switchable{Store: NewFile(t.TempDir())}
+	b := &switchable{Store: NewFile(t.TempDir())}
+	f := NewFanout([]Store{a, b}, minCopies, zaptest.NewLogger(t))
+	f.QuickTries = 2
+	f.AttemptTimeout = time.Second
+	f.MaxBackoff = 50 * time.Millisecond
+	t.Cleanup(func() { f.Close() })
+	return f, a, b
+}
+
+func TestFanoutOutageWithOneCopyRequired(t *testing.T) {
+	ctx := context.Background()
+	f, a, b := newPair(t, 1)
+	if err := f.Put(ctx, "segments/1", []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	b.down.Store(true)
+	for _, k := range []string{"segments/2", "backups/x/data", "backups/x/manifest.json", "segments/3"} {
+		if err := f.Put(ctx, k, []byte(k)); err != nil {
+			t.Fatalf("put %s with one store down: %v", k, err)
+		}
+	}
+	f.bg.Wait() // let B's quick retries finish failing
+	if f.State(1) != Failing {
+		t.Fatalf("store B state %s, want failing", f.State(1))
+	}
+	if n, err := f.Repair(ctx, 1); err == nil {
+		t.Fatalf("repair of a down store succeeded (%d copied)", n)
+	}
+	b.down.Store(false)
+	n, err := f.Repair(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 4 {
+		t.Fatalf("repair copied %d objects, want 4", n)
+	}
+	if got, want := keys(t, b), keys(t, a); len(got) != len(want) {
+		t.Fatalf("after repair B has %v, A has %v", got, want)
+	}
+	if f.State(1) != Healthy {
+		t.Fatalf("store B state %s after repair", f.State(1))
+	}
+}
+
+func TestFanoutHoldsUntilMinCopies(t *testing.T) {
+	ctx := context.Background()
+	f, _, b := newPair(t, 2)
+	b.down.Store(true)
+	done := make(chan error, 1)
+	go func() { done <- f.Put(ctx, "segments/1", []byte("x")) }()
+	select {
+	case err := <-done:
+		t.Fatalf("Put returned %v with only one of two required stores up", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	b.down.Store(false)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Put did not complete after the store came back")
+	}
+	if len(keys(t, b)) != 1 {
+		t.Fatal("the held object did not reach store B")
+	}
+}
+
+func TestRepairRefusesCorruptSource(t *testing.T) {
+	ctx := context.Background()
+	f, _, b := newPair(t, 1)
+	f.Verify = func(key string, data []byte) error {
+		if string(data) == "bad" {
+			return errors.New("corrupt")
+		}
+		return nil
+	}
+	b.down.Store(true)
+	f.Put(ctx, "segments/ok", []byte("good"))
+	f.Put(ctx, "segments/zz", []byte("bad"))
+	f.bg.Wait()
+	b.down.Store(false)
+	if _, err := f.Repair(ctx, 1); err == nil {
+		t.Fatal("repair copied a corrupt object")
+	}
+	if got := keys(t, b); len(got) != 1 || got[0] != "segments/ok" {
+		t.Fatalf("B holds %v", got)
+	}
+}
