@@ -118,6 +118,12 @@ feed:
 	return nil
 }
 
+// sourceError marks a failure of the store side (missing object, read
+// error, checksum mismatch): the next store may have a good copy.
+type sourceError struct{ error }
+
+func (e sourceError) Unwrap() error { return e.error }
+
 // copyIn loads one data file, trying each store in turn. The COPY runs in
 // a transaction that commits only after the object's checksum is verified,
 // so a corrupt copy leaves no rows behind.
@@ -128,7 +134,7 @@ func copyIn(ctx context.Context, conn *pgx.Conn, stores []store.Store, t Table, 
 		err := func() error {
 			rc, err := s.Get(ctx, f.Key)
 			if err != nil {
-				return err
+				return sourceError{err}
 			}
 			defer rc.Close()
 			hr := newHashReader(rc, f, s.URL())
@@ -139,7 +145,7 @@ func copyIn(ctx context.Context, conn *pgx.Conn, stores []store.Store, t Table, 
 			defer tx.Rollback(context.Background())
 			_, copyErr := conn.PgConn().CopyFrom(ctx, lz4.NewReader(hr), "COPY "+table+" FROM STDIN")
 			if err := hr.verify(); err != nil {
-				return err
+				return sourceError{err}
 			}
 			if copyErr != nil {
 				return copyErr
@@ -152,7 +158,8 @@ func copyIn(ctx context.Context, conn *pgx.Conn, stores []store.Store, t Table, 
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if !errors.Is(err, ErrCorrupt) && !errors.Is(err, store.ErrNotFound) {
+		var se sourceError
+		if !errors.As(err, &se) {
 			return fmt.Errorf("load table %s from %s: %w", table, s.URL(), err)
 		}
 		log.Warn("backup object unusable in this store, trying the next", zap.String("key", f.Key), zap.String("store", s.URL()), zap.Error(err))
@@ -235,6 +242,7 @@ type hashReader struct {
 	n     int64
 	f     FileRef
 	store string
+	err   error // first read error other than EOF
 }
 
 func newHashReader(r io.Reader, f FileRef, storeURL string) *hashReader {
@@ -245,12 +253,18 @@ func (h *hashReader) Read(p []byte) (int, error) {
 	n, err := h.r.Read(p)
 	h.h.Write(p[:n])
 	h.n += int64(n)
+	if err != nil && err != io.EOF && h.err == nil {
+		h.err = err
+	}
 	return n, err
 }
 
 func (h *hashReader) verify() error {
-	if _, err := io.Copy(io.Discard, h); err != nil {
-		return fmt.Errorf("read %s from %s: %w", h.f.Key, h.store, err)
+	if h.err == nil {
+		_, h.err = io.Copy(io.Discard, h)
+	}
+	if h.err != nil {
+		return fmt.Errorf("read %s from %s: %w", h.f.Key, h.store, h.err)
 	}
 	if got := hex.EncodeToString(h.h.Sum(nil)); got != h.f.SHA256 || h.n != h.f.Size {
 		return fmt.Errorf("%w: %s in %s has %d bytes with SHA-256 %.12s…, manifest says %d bytes, %.12s…", ErrCorrupt, h.f.Key, h.store, h.n, got, h.f.Size, h.f.SHA256)

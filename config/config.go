@@ -179,6 +179,8 @@ func SplitList(v string) []string {
 type Need struct {
 	DSN    bool
 	Stores bool
+	// Write: the command writes to the stores, so min_copies must fit them.
+	Write bool
 }
 
 // Validate checks the keys a command needs and normalises the rest.
@@ -192,10 +194,10 @@ func (c *Config) Validate(need Need) error {
 	if c.Postgres.Slot == "" || c.Postgres.Publication == "" {
 		return errors.New("postgres.slot and postgres.publication must not be empty")
 	}
-	if c.MinCopies == 0 {
+	if c.MinCopies == 0 || (!need.Write && c.MinCopies > len(c.Stores)) {
 		c.MinCopies = len(c.Stores)
 	}
-	if need.Stores && (c.MinCopies < 1 || c.MinCopies > len(c.Stores)) {
+	if need.Write && (c.MinCopies < 1 || c.MinCopies > len(c.Stores)) {
 		return fmt.Errorf("min_copies is %d but %d stores are configured: it must be between 1 and the number of stores", c.MinCopies, len(c.Stores))
 	}
 	if c.FlushInterval <= 0 {

@@ -19,7 +19,7 @@ func TestPrecedenceFileEnv(t *testing.T) {
 	if err := ApplyEnv(&c, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Validate(Need{DSN: true, Stores: true}); err != nil {
+	if err := c.Validate(Need{DSN: true, Stores: true, Write: true}); err != nil {
 		t.Fatal(err)
 	}
 	if c.Postgres.DSN != "from-env" || c.Postgres.Slot != "s1" || c.Postgres.Publication != "wayback" ||
@@ -36,7 +36,7 @@ func TestValidateNamesTheProblem(t *testing.T) {
 	}{
 		{Defaults(), Need{DSN: true}, "postgres.dsn is not set"},
 		{Defaults(), Need{Stores: true}, "stores is empty"},
-		{func() Config { c := Defaults(); c.Stores = []string{"file:///a"}; c.MinCopies = 3; return c }(), Need{Stores: true}, "min_copies is 3"},
+		{func() Config { c := Defaults(); c.Stores = []string{"file:///a"}; c.MinCopies = 3; return c }(), Need{Stores: true, Write: true}, "min_copies is 3"},
 	} {
 		err := tc.cfg.Validate(tc.need)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

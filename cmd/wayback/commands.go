@@ -69,12 +69,13 @@ func setupCmd(g *globals) *cobra.Command {
 
 func agentCmd(g *globals) *cobra.Command {
 	var noBackup bool
+	var repairEvery time.Duration
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Stream changes to the stores until SIGTERM",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.load(config.Need{DSN: true, Stores: true})
+			cfg, err := g.load(config.Need{DSN: true, Stores: true, Write: true})
 			if err != nil {
 				return err
 			}
@@ -83,16 +84,17 @@ func agentCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer log.Sync()
-			stores, err := openStores(cmd.Context(), cfg.Stores, log)
+			stores, err := openStores(cmd.Context(), cfg.Stores, log, true)
 			if err != nil {
 				return err
 			}
 			fan := store.NewFanout(stores, cfg.MinCopies, log)
 			defer fan.Close()
-			return agent.New(agent.Options{Config: cfg, Fanout: fan, Log: log, NoInitialBackup: noBackup}).Run(cmd.Context())
+			return agent.New(agent.Options{Config: cfg, Fanout: fan, Log: log, NoInitialBackup: noBackup, RepairInterval: repairEvery}).Run(cmd.Context())
 		},
 	}
 	cmd.Flags().BoolVar(&noBackup, "no-initial-backup", false, "do not take a base backup on start when the archive has none")
+	cmd.Flags().DurationVar(&repairEvery, "repair-interval", 10*time.Second, "how often stores that missed objects are checked and backfilled")
 	return cmd
 }
 
@@ -102,7 +104,7 @@ func backupCmd(g *globals) *cobra.Command {
 		Short: "Take a base backup now",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.load(config.Need{DSN: true, Stores: true})
+			cfg, err := g.load(config.Need{DSN: true, Stores: true, Write: true})
 			if err != nil {
 				return err
 			}
@@ -110,7 +112,7 @@ func backupCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			stores, err := openStores(cmd.Context(), cfg.Stores, log)
+			stores, err := openStores(cmd.Context(), cfg.Stores, log, true)
 			if err != nil {
 				return err
 			}
@@ -174,7 +176,7 @@ func listCmd(g *globals) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			stores, err := openStores(ctx, cfg.Stores, log)
+			stores, err := openStores(ctx, cfg.Stores, log, false)
 			if err != nil {
 				return err
 			}
@@ -369,7 +371,7 @@ func restoreCmd(g *globals) *cobra.Command {
 				skipSet[uint32(x)] = true
 			}
 			ctx := cmd.Context()
-			stores, err := openStores(ctx, cfg.Stores, log)
+			stores, err := openStores(ctx, cfg.Stores, log, false)
 			if err != nil {
 				return err
 			}

@@ -135,9 +135,12 @@ func (g *globals) logger() (*zap.Logger, error) {
 	return cfg.Build()
 }
 
-// openStores opens and checks every configured store before any data is
-// touched, so a wrong bucket or credential fails at once with its cause.
-func openStores(ctx context.Context, urls []string, log *zap.Logger) ([]store.Store, error) {
+// openStores opens every configured store. With check, each must also
+// answer before any data is touched, so a wrong bucket or credential fails
+// at once with its cause (agent, backup). Readers (list, restore, verify)
+// skip the check: any one store is enough, and an unreachable one is
+// reported rather than fatal.
+func openStores(ctx context.Context, urls []string, log *zap.Logger, check bool) ([]store.Store, error) {
 	var out []store.Store
 	for _, u := range urls {
 		s, err := store.Open(ctx, u, log)
@@ -145,9 +148,11 @@ func openStores(ctx context.Context, urls []string, log *zap.Logger) ([]store.St
 			closeAll(out)
 			return nil, err
 		}
-		if err := s.Check(ctx); err != nil {
-			closeAll(append(out, s))
-			return nil, err
+		if check {
+			if err := s.Check(ctx); err != nil {
+				closeAll(append(out, s))
+				return nil, err
+			}
 		}
 		out = append(out, s)
 	}
