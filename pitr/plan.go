@@ -23,15 +23,20 @@ const (
 	Latest TargetKind = iota // everything archived
 	ToTime                   // stop before the first commit after Time
 	ToLSN                    // include commits at or before LSN
+	ToXID                    // up to and including XID (excluding it with Exclusive)
+	ToMark                   // up to the named restore point
 )
 
 // Target is where a restore stops. Time targets follow PostgreSQL's
 // recovery_target_time: transactions are applied in commit order and the
 // restore stops before the first one committed after Time.
 type Target struct {
-	Kind TargetKind
-	Time time.Time
-	LSN  wal.LSN
+	Kind      TargetKind
+	Time      time.Time
+	LSN       wal.LSN
+	XID       uint32
+	Exclusive bool // ToXID: stop before the transaction instead of after it
+	Mark      string
 }
 
 // String describes the target for messages.
@@ -41,8 +46,38 @@ func (t Target) String() string {
 		return "time " + t.Time.UTC().Format(time.RFC3339Nano)
 	case ToLSN:
 		return "LSN " + t.LSN.String()
+	case ToXID:
+		if t.Exclusive {
+			return fmt.Sprintf("just before transaction %d", t.XID)
+		}
+		return fmt.Sprintf("transaction %d", t.XID)
+	case ToMark:
+		return fmt.Sprintf("restore point %q", t.Mark)
 	}
 	return "latest"
+}
+
+// Resolve turns transaction and restore-point targets into the LSN target
+// they mean, by finding them in the archive; other targets are returned as
+// they are.
+func (c *Catalog) Resolve(ctx context.Context, t Target) (Target, error) {
+	var ref *TxnRef
+	var err error
+	switch t.Kind {
+	case ToXID:
+		ref, err = c.FindTxn(ctx, t.XID)
+	case ToMark:
+		ref, err = c.FindMark(ctx, t.Mark)
+	default:
+		return t, nil
+	}
+	if err != nil {
+		return t, err
+	}
+	if t.Exclusive {
+		return Target{Kind: ToLSN, LSN: ref.CommitLSN - 1}, nil
+	}
+	return Target{Kind: ToLSN, LSN: ref.CommitLSN}, nil
 }
 
 // Beyond reports whether a transaction lies beyond the target, i.e.

@@ -61,7 +61,11 @@ func Restore(ctx context.Context, opts RestoreOptions) (res *RestoreResult, err 
 	if err != nil {
 		return nil, err
 	}
-	plan, err := cat.Plan(opts.Target)
+	target, err := cat.Resolve(ctx, opts.Target)
+	if err != nil {
+		return nil, err
+	}
+	plan, err := cat.Plan(target)
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +116,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (res *RestoreResult, err 
 	}
 	progress("replaying %d segments from LSN %s", len(segs), plan.Start())
 	lastReport := time.Now()
-	sum, err := Apply(ctx, opts.TargetDSN, plan.Start(), opts.Target, segs, Options{
+	sum, err := Apply(ctx, opts.TargetDSN, plan.Start(), target, segs, Options{
 		Log: log, Skip: opts.Skip,
 		Progress: func(s *Summary) {
 			if time.Since(lastReport) > 2*time.Second {

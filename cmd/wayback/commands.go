@@ -316,13 +316,14 @@ func has(list []int, i int) bool {
 
 func restoreCmd(g *globals) *cobra.Command {
 	var (
-		targetDSN, toTime, toLSN string
-		latest, dryRun           bool
-		skip                     []string
-		parallel                 int
+		targetDSN, toTime, toLSN, toMark string
+		toXID                            uint64
+		latest, dryRun, exclusive        bool
+		skip                             []string
+		parallel                         int
 	)
 	cmd := &cobra.Command{
-		Use:   "restore --target-dsn DSN (--to-time T | --to-lsn L | --latest)",
+		Use:   "restore --target-dsn DSN (--to-time T | --to-lsn L | --to-xid X | --to-mark NAME | --latest)",
 		Short: "Restore the database as it was at a point in time into an empty database",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -356,8 +357,18 @@ func restoreCmd(g *globals) *cobra.Command {
 				n++
 				target = pitr.Target{Kind: pitr.Latest}
 			}
+			if toXID != 0 {
+				n++
+				target = pitr.Target{Kind: pitr.ToXID, XID: uint32(toXID), Exclusive: exclusive}
+			} else if exclusive {
+				return fmt.Errorf("--exclusive goes with --to-xid")
+			}
+			if toMark != "" {
+				n++
+				target = pitr.Target{Kind: pitr.ToMark, Mark: toMark}
+			}
 			if n != 1 {
-				return fmt.Errorf("give exactly one of --to-time, --to-lsn or --latest")
+				return fmt.Errorf("give exactly one of --to-time, --to-lsn, --to-xid, --to-mark or --latest")
 			}
 			if targetDSN == "" && !dryRun {
 				return fmt.Errorf("--target-dsn is required: the database to restore into (created if missing, must be empty)")
@@ -399,6 +410,9 @@ func restoreCmd(g *globals) *cobra.Command {
 	f.StringVar(&toTime, "to-time", "", "restore to this instant: RFC 3339 or 'YYYY-MM-DD HH:MM:SS[±TZ]'")
 	f.StringVar(&toLSN, "to-lsn", "", "restore up to and including commits at this LSN (X/Y)")
 	f.BoolVar(&latest, "latest", false, "restore everything archived")
+	f.Uint64Var(&toXID, "to-xid", 0, "restore up to and including this transaction")
+	f.BoolVar(&exclusive, "exclusive", false, "with --to-xid: stop just before the transaction")
+	f.StringVar(&toMark, "to-mark", "", "restore to the named restore point ('wayback mark NAME')")
 	f.BoolVar(&dryRun, "dry-run", false, "plan and verify every object, write nothing")
 	f.StringArrayVar(&skip, "skip-xid", nil, "leave out this transaction (repeatable)")
 	f.IntVar(&parallel, "parallel", 2, "tables loaded at once")
