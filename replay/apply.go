@@ -25,6 +25,12 @@ type Options struct {
 	Progress func(s *Summary)
 	// BatchSize bounds the statements sent in one round trip.
 	BatchSize int
+	// OnConflict applies when Skip is set and a later change does not fit
+	// (default ConflictStop).
+	OnConflict ConflictPolicy
+	// Dependencies from AnalyzeSkip, to name the skipped transaction in
+	// conflict messages.
+	Dependencies []Dependency
 }
 
 // Summary reports what a replay did.
@@ -38,6 +44,9 @@ type Summary struct {
 	// StoppedBefore is the first transaction beyond the target, if one was
 	// seen (nil when the archive ended first).
 	StoppedBefore *TxnRef
+	// Conflicts lists the changes that did not apply cleanly because of
+	// skipped transactions, and what was done about them.
+	Conflicts []Conflict
 }
 
 // TxnRef identifies a transaction in messages and summaries.
@@ -71,8 +80,11 @@ func Apply(ctx context.Context, dsn string, start wal.LSN, target pitr.Target, s
 	if _, err := conn.Exec(ctx, "SET session_replication_role = replica"); err != nil {
 		return nil, fmt.Errorf("set session_replication_role on the target (needs a superuser): %w", err)
 	}
-	a := &applier{conn: conn.PgConn(), prepared: map[string]string{}, opts: opts}
+	if opts.OnConflict == "" {
+		opts.OnConflict = ConflictStop
+	}
 	sum := &Summary{}
+	a := &applier{conn: conn.PgConn(), prepared: map[string]string{}, opts: opts, sum: sum}
 	next := start // commit LSNs below this are in the base backup or already applied
 	dec := wal.NewDecoder()
 	for _, seg := range segs {
@@ -123,6 +135,7 @@ type applier struct {
 	conn     *pgconn.PgConn
 	prepared map[string]string // SQL text -> statement name
 	opts     Options
+	sum      *Summary
 	batch    []stmt
 }
 
@@ -130,6 +143,9 @@ func (a *applier) apply(ctx context.Context, txn *wal.Txn) error {
 	a.batch = a.batch[:0]
 	if err := a.exec(ctx, "BEGIN"); err != nil {
 		return err
+	}
+	if len(a.opts.Skip) > 0 {
+		return a.applyCareful(ctx, txn)
 	}
 	for i := range txn.Changes {
 		c := &txn.Changes[i]
@@ -173,14 +189,10 @@ func (a *applier) flush(ctx context.Context, txn *wal.Txn) error {
 	}
 	b := &pgconn.Batch{}
 	for _, s := range a.batch {
-		name, ok := a.prepared[s.sql]
-		if !ok {
-			name = "wb" + strconv.Itoa(len(a.prepared))
-			if _, err := a.conn.Prepare(ctx, name, s.sql, nil); err != nil {
-				a.exec(ctx, "ROLLBACK")
-				return txnErr(txn, fmt.Errorf("prepare %q: %w", s.sql, err))
-			}
-			a.prepared[s.sql] = name
+		name, err := a.prepare(ctx, s.sql)
+		if err != nil {
+			a.exec(ctx, "ROLLBACK")
+			return txnErr(txn, err)
 		}
 		b.ExecPrepared(name, s.params, nil, nil)
 	}
@@ -204,6 +216,136 @@ func (a *applier) flush(ctx context.Context, txn *wal.Txn) error {
 		return txnErr(txn, err)
 	}
 	return nil
+}
+
+// prepare returns the name of the prepared statement for sql.
+func (a *applier) prepare(ctx context.Context, sql string) (string, error) {
+	name, ok := a.prepared[sql]
+	if ok {
+		return name, nil
+	}
+	name = "wb" + strconv.Itoa(len(a.prepared))
+	if _, err := a.conn.Prepare(ctx, name, sql, nil); err != nil {
+		return "", fmt.Errorf("prepare %q: %w", sql, err)
+	}
+	a.prepared[sql] = name
+	return name, nil
+}
+
+// execOne runs one statement inside a savepoint and reports the rows it
+// affected; on error the savepoint is rolled back and the transaction
+// stays usable.
+func (a *applier) execOne(ctx context.Context, s stmt) (int64, error) {
+	name, err := a.prepare(ctx, s.sql)
+	if err != nil {
+		return 0, err
+	}
+	if err := a.exec(ctx, "SAVEPOINT wb"); err != nil {
+		return 0, err
+	}
+	tag, err := a.conn.ExecPrepared(ctx, name, s.params, nil, nil).Close()
+	if err != nil {
+		if rerr := a.exec(ctx, "ROLLBACK TO SAVEPOINT wb"); rerr != nil {
+			return 0, rerr
+		}
+		return 0, err
+	}
+	return tag.RowsAffected(), a.exec(ctx, "RELEASE SAVEPOINT wb")
+}
+
+// applyCareful applies a transaction statement by statement, so that a
+// change that no longer fits (its row was created or removed by a skipped
+// transaction) is handled by the conflict policy instead of failing the
+// restore.
+func (a *applier) applyCareful(ctx context.Context, txn *wal.Txn) error {
+	fail := func(err error) error {
+		a.exec(ctx, "ROLLBACK")
+		return txnErr(txn, err)
+	}
+	for i := range txn.Changes {
+		c := &txn.Changes[i]
+		if c.Op == wal.OpMessage {
+			continue
+		}
+		s, err := buildChange(c)
+		if err != nil {
+			return fail(err)
+		}
+		if s.sql == "" {
+			continue
+		}
+		n, err := a.execOne(ctx, s)
+		var pgErr *pgconn.PgError
+		reason := ""
+		switch {
+		case err == nil && (!s.wantOne || n == 1):
+			continue
+		case err == nil:
+			reason = fmt.Sprintf("%s matched %d rows instead of 1", c.Op, n)
+		case errors.As(err, &pgErr) && pgErr.Code == "23505":
+			reason = "the row's key already exists"
+		default:
+			return fail(fmt.Errorf("%s of %s %s: %w", c.Op, tableOf(c), describeKey(c), err))
+		}
+		conflict := Conflict{XID: txn.XID, Table: tableOf(c), Key: describeKey(c), Op: c.Op.String(), Reason: reason}
+		switch a.opts.OnConflict {
+		case ConflictSkip:
+			conflict.Resolution = "skipped"
+		case ConflictOverwrite:
+			res, err := a.overwrite(ctx, c)
+			if err != nil {
+				return fail(err)
+			}
+			conflict.Resolution = res
+		default:
+			return fail(fmt.Errorf("%s of %s %s: %s%s; choose --on-conflict skip|overwrite, or skip this transaction too",
+				c.Op, tableOf(c), describeKey(c), reason, a.blame(txn.XID, c)))
+		}
+		a.sum.Conflicts = append(a.sum.Conflicts, conflict)
+		a.opts.Log.Warn("conflict", zap.Uint32("xid", conflict.XID), zap.String("table", conflict.Table),
+			zap.String("key", conflict.Key), zap.String("reason", reason), zap.String("resolution", conflict.Resolution))
+	}
+	return a.exec(ctx, "COMMIT")
+}
+
+// blame names the skipped transaction that the conflicting change depends
+// on, when the analysis found one.
+func (a *applier) blame(xid uint32, c *wal.Change) string {
+	for _, d := range a.opts.Dependencies {
+		if d.LaterXID == xid && d.Table == tableOf(c) {
+			return fmt.Sprintf(" (the row was changed by skipped transaction %d)", d.SkippedXID)
+		}
+	}
+	return ""
+}
+
+// overwrite makes the row look as the change says.
+func (a *applier) overwrite(ctx context.Context, c *wal.Change) (string, error) {
+	switch c.Op {
+	case wal.OpInsert:
+		del, err := buildDelete(&wal.Change{Op: wal.OpDelete, Rel: c.Rel, OldKind: 'K', Old: c.New})
+		if err != nil {
+			return "", err
+		}
+		if _, err := a.execOne(ctx, del); err != nil {
+			return "", err
+		}
+		if _, err := a.execOne(ctx, buildInsert(c)); err != nil {
+			return "", err
+		}
+		return "overwritten", nil
+	case wal.OpUpdate:
+		for _, v := range c.New {
+			if v.Kind == wal.KindUnchanged {
+				return "skipped (the row is missing and the change does not carry all its values)", nil
+			}
+		}
+		if _, err := a.execOne(ctx, buildInsert(&wal.Change{Op: wal.OpInsert, Rel: c.Rel, New: c.New})); err != nil {
+			return "", err
+		}
+		return "inserted", nil
+	}
+	return "skipped (the row is already gone)", nil
 }
 
 func tableOf(c *wal.Change) string {

@@ -18,28 +18,32 @@ import (
 
 // RestoreOptions configures Restore.
 type RestoreOptions struct {
-	Stores    []store.Store
-	TargetDSN string
-	Target    pitr.Target
-	Skip      map[uint32]bool
-	DryRun    bool
-	Parallel  int
-	TempDir   string
-	Log       *zap.Logger
+	Stores     []store.Store
+	TargetDSN  string
+	Target     pitr.Target
+	Skip       map[uint32]bool
+	OnConflict ConflictPolicy
+	DryRun     bool
+	Parallel   int
+	TempDir    string
+	Log        *zap.Logger
 	// Progress receives human-readable progress lines (nil: none).
 	Progress func(format string, args ...any)
 }
 
 // RestoreResult reports a restore.
 type RestoreResult struct {
-	Backup    *basebackup.Manifest `json:"-"`
-	BackupID  string               `json:"backup"`
-	Segments  int                  `json:"segments"`
-	Target    string               `json:"target"`
-	Replay    *Summary             `json:"replay,omitempty"`
-	CreatedDB bool                 `json:"created_database"`
-	Took      time.Duration        `json:"took_ns"`
-	DryRun    bool                 `json:"dry_run"`
+	Backup   *basebackup.Manifest `json:"-"`
+	BackupID string               `json:"backup"`
+	Segments int                  `json:"segments"`
+	Target   string               `json:"target"`
+	Replay   *Summary             `json:"replay,omitempty"`
+	// Dependencies: later transactions touching rows that skipped ones
+	// changed, found before anything was written.
+	Dependencies []Dependency  `json:"dependencies,omitempty"`
+	CreatedDB    bool          `json:"created_database"`
+	Took         time.Duration `json:"took_ns"`
+	DryRun       bool          `json:"dry_run"`
 }
 
 // Restore rebuilds the source database as of opts.Target in the database
@@ -81,6 +85,19 @@ func Restore(ctx context.Context, opts RestoreOptions) (res *RestoreResult, err 
 		return nil, err
 	}
 	res = &RestoreResult{Backup: plan.Backup.Manifest, BackupID: plan.Backup.ID, Segments: len(segs), Target: opts.Target.String(), DryRun: opts.DryRun}
+	if len(opts.Skip) > 0 {
+		for xid := range opts.Skip {
+			if _, err := cat.FindTxn(ctx, xid); err != nil {
+				return nil, fmt.Errorf("--skip-xid %d: %w", xid, err)
+			}
+		}
+		if res.Dependencies, err = AnalyzeSkip(ctx, cat, plan.Start(), target, opts.Skip); err != nil {
+			return nil, err
+		}
+		for _, d := range res.Dependencies {
+			progress("warning: later transaction %s", d)
+		}
+	}
 	if opts.DryRun {
 		res.Took = time.Since(began)
 		return res, nil
@@ -117,7 +134,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (res *RestoreResult, err 
 	progress("replaying %d segments from LSN %s", len(segs), plan.Start())
 	lastReport := time.Now()
 	sum, err := Apply(ctx, opts.TargetDSN, plan.Start(), target, segs, Options{
-		Log: log, Skip: opts.Skip,
+		Log: log, Skip: opts.Skip, OnConflict: opts.OnConflict, Dependencies: res.Dependencies,
 		Progress: func(s *Summary) {
 			if time.Since(lastReport) > 2*time.Second {
 				lastReport = time.Now()

@@ -321,6 +321,7 @@ func restoreCmd(g *globals) *cobra.Command {
 		latest, dryRun, exclusive        bool
 		skip                             []string
 		parallel                         int
+		onConflict                       string
 	)
 	cmd := &cobra.Command{
 		Use:   "restore --target-dsn DSN (--to-time T | --to-lsn L | --to-xid X | --to-mark NAME | --latest)",
@@ -381,6 +382,10 @@ func restoreCmd(g *globals) *cobra.Command {
 				}
 				skipSet[uint32(x)] = true
 			}
+			policy, err := replay.ParseConflictPolicy(onConflict)
+			if err != nil {
+				return err
+			}
 			ctx := cmd.Context()
 			stores, err := openStores(ctx, cfg.Stores, log, false)
 			if err != nil {
@@ -392,7 +397,7 @@ func restoreCmd(g *globals) *cobra.Command {
 				say = func(string, ...any) {}
 			}
 			res, err := replay.Restore(ctx, replay.RestoreOptions{
-				Stores: stores, TargetDSN: targetDSN, Target: target, Skip: skipSet, DryRun: dryRun,
+				Stores: stores, TargetDSN: targetDSN, Target: target, Skip: skipSet, OnConflict: policy, DryRun: dryRun,
 				Parallel: max(parallel, 1), Log: log, Progress: say,
 			})
 			if err != nil {
@@ -416,6 +421,7 @@ func restoreCmd(g *globals) *cobra.Command {
 	f.BoolVar(&dryRun, "dry-run", false, "plan and verify every object, write nothing")
 	f.StringArrayVar(&skip, "skip-xid", nil, "leave out this transaction (repeatable)")
 	f.IntVar(&parallel, "parallel", 2, "tables loaded at once")
+	f.StringVar(&onConflict, "on-conflict", "stop", "with --skip-xid, when a later change does not fit: stop, skip or overwrite")
 	return cmd
 }
 
@@ -434,6 +440,12 @@ func printRestore(res *replay.RestoreResult, target pitr.Target) {
 		fmt.Printf(", skipped %d on request", s.Skipped)
 	}
 	fmt.Println()
+	for _, d := range res.Dependencies {
+		fmt.Printf("depends on a skipped transaction: %s\n", d)
+	}
+	for _, c := range s.Conflicts {
+		fmt.Printf("conflict: xid %d %s of %s %s: %s -> %s\n", c.XID, c.Op, c.Table, c.Key, c.Reason, c.Resolution)
+	}
 	if s.Applied > 0 {
 		fmt.Printf("last applied: xid %d committed %s (LSN %s)\n", s.LastXID, s.LastCommit.Format(time.RFC3339Nano), s.LastLSN)
 	}
