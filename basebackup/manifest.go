@@ -54,10 +54,13 @@ type FileRef struct {
 
 // Table is one table's data in a backup.
 type Table struct {
-	Schema string    `json:"schema"`
-	Name   string    `json:"name"`
-	Rows   int64     `json:"rows"`
-	Files  []FileRef `json:"files"`
+	Schema string `json:"schema"`
+	Name   string `json:"name"`
+	// Columns are the copied columns in COPY order (generated and dropped
+	// columns excluded), so rows can be read by column name.
+	Columns []string  `json:"columns"`
+	Rows    int64     `json:"rows"`
+	Files   []FileRef `json:"files"`
 }
 
 // Sequence is a sequence's state read during the backup. Sequences are not

@@ -156,6 +156,12 @@ func Take(ctx context.Context, fan *store.Fanout, opts Options) (*Manifest, erro
 			}
 			for i := range work {
 				t := tables[i]
+				cols, err := columnsOf(cctx, wconn, t)
+				if err != nil {
+					errs <- err
+					cancel()
+					return
+				}
 				key := fmt.Sprintf("%sdata/%05d.copy.lz4", prefix, i)
 				var rows int64
 				ref, err := storeStream(cctx, fan, spool, key, func(w io.Writer) error {
@@ -169,7 +175,7 @@ func Take(ctx context.Context, fan *store.Fanout, opts Options) (*Manifest, erro
 					return
 				}
 				mu.Lock()
-				m.Tables[i] = Table{Schema: t.schema, Name: t.name, Rows: rows, Files: []FileRef{ref}}
+				m.Tables[i] = Table{Schema: t.schema, Name: t.name, Columns: cols, Rows: rows, Files: []FileRef{ref}}
 				done++
 				if opts.Progress != nil {
 					opts.Progress(done, len(tables), t.qualified())
@@ -255,6 +261,16 @@ func listTables(ctx context.Context, conn *pgx.Conn) ([]tableName, error) {
 		out = append(out, t)
 	}
 	return out, rows.Err()
+}
+
+// columnsOf lists the columns COPY writes, in its order.
+func columnsOf(ctx context.Context, conn *pgx.Conn, t tableName) ([]string, error) {
+	rows, err := conn.Query(ctx, `SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0
+		AND NOT attisdropped AND attgenerated = '' ORDER BY attnum`, t.quoted())
+	if err != nil {
+		return nil, fmt.Errorf("list columns of %s: %w", t.qualified(), err)
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
 func listSequences(ctx context.Context, conn *pgx.Conn) ([]Sequence, error) {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/wayback-pitr/wayback/config"
 	"github.com/wayback-pitr/wayback/pitr"
+	"github.com/wayback-pitr/wayback/replay"
 )
 
 func logCmd(g *globals) *cobra.Command {
@@ -227,4 +228,45 @@ func mark(ctx context.Context, dsn, name string) (markRef, error) {
 		return r, fmt.Errorf("record restore point: %w", err)
 	}
 	return r, nil
+}
+
+func undoCmd(g *globals) *cobra.Command {
+	var xids []uint
+	cmd := &cobra.Command{
+		Use:   "undo --xid X [--xid Y]...",
+		Short: "Print SQL that reverts transactions on the live database (review, then psql -1 -f)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.load(config.Need{Stores: true})
+			if err != nil {
+				return err
+			}
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			if len(xids) == 0 {
+				return fmt.Errorf("name the transaction to undo with --xid (find it with 'wayback log')")
+			}
+			ctx := cmd.Context()
+			stores, err := openStores(ctx, cfg.Stores, log, false)
+			if err != nil {
+				return err
+			}
+			defer closeAll(stores)
+			o := replay.UndoOptions{Stores: stores, SourceDSN: cfg.Postgres.DSN, Log: log}
+			for _, x := range xids {
+				o.XIDs = append(o.XIDs, uint32(x))
+			}
+			res, err := replay.Undo(ctx, o)
+			if err != nil {
+				return err
+			}
+			fmt.Print(res.SQL)
+			fmt.Fprintf(os.Stderr, "undo script: %d statements; %d later changes touched the same rows (listed in its header)\n", res.Statements, len(res.Later))
+			return nil
+		},
+	}
+	cmd.Flags().UintSliceVar(&xids, "xid", nil, "transaction to revert (repeatable)")
+	return cmd
 }
