@@ -61,6 +61,8 @@ type Opener func(ctx context.Context, u *url.URL, log *zap.Logger) (Store, error
 
 var openers = map[string]Opener{
 	"file": openFile,
+	"s3":   openS3,
+	"gs":   openGCS,
 }
 
 // Open returns the Store for a URL such as file:///var/lib/wayback,
