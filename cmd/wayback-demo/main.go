@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -54,9 +55,20 @@ func run(ctx context.Context, bin string) error {
 		return err
 	}
 	dsn := pg.DSN("shop")
-	storeA, storeB := "file://"+filepath.Join(work, "store-a"), "file://"+filepath.Join(work, "store-b")
+	step("two clouds on loopback: an S3 server and a GCS server (in-process, real HTTP APIs)")
+	s3, err := testenv.StartS3(ctx, testenv.S3Options{Buckets: []string{"shop-backups"}})
+	if err != nil {
+		return err
+	}
+	defer s3.Close()
+	gcs, err := testenv.StartGCS(ctx, testenv.GCSOptions{Buckets: []string{"shop-backups"}})
+	if err != nil {
+		return err
+	}
+	defer gcs.Close()
+	fmt.Printf("S3  at %s\nGCS at %s\n", s3.Endpoint(), gcs.Endpoint())
 	cfgPath := filepath.Join(work, "wayback.yaml")
-	cfg := fmt.Sprintf("postgres:\n  dsn: %s\nstores:\n  - %s\n  - %s\nflush_interval: 250ms\n", dsn, storeA, storeB)
+	cfg := fmt.Sprintf("postgres:\n  dsn: %s\nstores:\n  - %q\n  - %q\nflush_interval: 250ms\n", dsn, s3.URL("shop-backups", "shop"), gcs.URL("shop-backups", "shop"))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return err
 	}
@@ -101,8 +113,14 @@ func run(ctx context.Context, bin string) error {
 		lf.Close()
 	}()
 	if err := waitFor(ctx, 60*time.Second, func() bool {
-		m, _ := filepath.Glob(filepath.Join(work, "store-b", "backups", "*", "manifest.json"))
-		return len(m) > 0
+		out, err := exec.CommandContext(ctx, bin, "list", "--json", "--config", cfgPath).Output()
+		var l struct {
+			Stores []struct{ Backups []string } `json:"stores"`
+		}
+		if err != nil || json.Unmarshal(out, &l) != nil || len(l.Stores) != 2 {
+			return false
+		}
+		return len(l.Stores[0].Backups) > 0 && len(l.Stores[1].Backups) > 0
 	}); err != nil {
 		b, _ := os.ReadFile(agentLog)
 		return fmt.Errorf("no base backup appeared: %w\nagent log:\n%s", err, b)
