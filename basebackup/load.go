@@ -53,57 +53,32 @@ func Load(ctx context.Context, m *Manifest, stores []store.Store, dsn string, op
 		return fmt.Errorf("create schema (pre-data) of backup %s: %w", m.ID, err)
 	}
 
-	work := make(chan int)
-	errs := make(chan error, opts.Parallel)
-	var wg sync.WaitGroup
 	var mu sync.Mutex
 	done := 0
-	cctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for w := 0; w < opts.Parallel; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, err := pgx.Connect(cctx, dsn)
+	err = forEach(ctx, opts.Parallel, len(m.Tables),
+		func(ctx context.Context, _ int) (*pgx.Conn, func(), error) {
+			c, err := pgx.Connect(ctx, dsn)
 			if err != nil {
-				errs <- fmt.Errorf("connect to target: %w", err)
-				cancel()
-				return
+				return nil, nil, fmt.Errorf("connect to target: %w", err)
 			}
-			defer c.Close(context.Background())
-			for i := range work {
-				t := m.Tables[i]
-				for _, f := range t.Files {
-					if err := copyIn(cctx, c, stores, t, f, log); err != nil {
-						errs <- err
-						cancel()
-						return
-					}
+			return c, func() { c.Close(context.Background()) }, nil
+		},
+		func(ctx context.Context, c *pgx.Conn, i int) error {
+			t := m.Tables[i]
+			for _, f := range t.Files {
+				if err := copyIn(ctx, c, stores, t, f, log); err != nil {
+					return err
 				}
-				mu.Lock()
-				done++
-				if opts.Progress != nil {
-					opts.Progress(done, len(m.Tables), t.Schema+"."+t.Name)
-				}
-				mu.Unlock()
 			}
-		}()
-	}
-feed:
-	for i := range m.Tables {
-		select {
-		case work <- i:
-		case <-cctx.Done():
-			break feed
-		}
-	}
-	close(work)
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
+			mu.Lock()
+			defer mu.Unlock()
+			done++
+			if opts.Progress != nil {
+				opts.Progress(done, len(m.Tables), t.Schema+"."+t.Name)
+			}
+			return nil
+		})
+	if err != nil {
 		return err
 	}
 

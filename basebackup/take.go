@@ -132,73 +132,44 @@ func Take(ctx context.Context, fan *store.Fanout, opts Options) (*Manifest, erro
 	}
 
 	m.Tables = make([]Table, len(tables))
-	work := make(chan int)
-	errs := make(chan error, opts.Parallel)
-	var wg sync.WaitGroup
 	var mu sync.Mutex
 	done := 0
-	cctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for w := 0; w < opts.Parallel; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			wconn := conn
-			if w > 0 {
-				c, err := beginSnapshot(cctx, opts.DSN, slot.SnapshotName)
-				if err != nil {
-					errs <- err
-					cancel()
-					return
-				}
-				defer c.Close(context.Background())
-				wconn = c
+	err = forEach(ctx, opts.Parallel, len(tables),
+		func(ctx context.Context, w int) (*pgx.Conn, func(), error) {
+			if w == 0 {
+				return conn, func() {}, nil // already under the snapshot
 			}
-			for i := range work {
-				t := tables[i]
-				cols, err := columnsOf(cctx, wconn, t)
-				if err != nil {
-					errs <- err
-					cancel()
-					return
-				}
-				key := fmt.Sprintf("%sdata/%05d.copy.lz4", prefix, i)
-				var rows int64
-				ref, err := storeStream(cctx, fan, spool, key, func(w io.Writer) error {
-					tag, err := wconn.PgConn().CopyTo(cctx, w, "COPY "+t.quoted()+" TO STDOUT")
-					rows = tag.RowsAffected()
-					return err
-				})
-				if err != nil {
-					errs <- fmt.Errorf("back up table %s: %w", t.qualified(), err)
-					cancel()
-					return
-				}
-				mu.Lock()
-				m.Tables[i] = Table{Schema: t.schema, Name: t.name, Columns: cols, Rows: rows, Files: []FileRef{ref}}
-				done++
-				if opts.Progress != nil {
-					opts.Progress(done, len(tables), t.qualified())
-				}
-				mu.Unlock()
+			c, err := beginSnapshot(ctx, opts.DSN, slot.SnapshotName)
+			if err != nil {
+				return nil, nil, err
 			}
-		}()
-	}
-feed:
-	for i := range tables {
-		select {
-		case work <- i:
-		case <-cctx.Done():
-			break feed
-		}
-	}
-	close(work)
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
+			return c, func() { c.Close(context.Background()) }, nil
+		},
+		func(ctx context.Context, wconn *pgx.Conn, i int) error {
+			t := tables[i]
+			cols, err := columnsOf(ctx, wconn, t)
+			if err != nil {
+				return err
+			}
+			var rows int64
+			ref, err := storeStream(ctx, fan, spool, fmt.Sprintf("%sdata/%05d.copy.lz4", prefix, i), func(w io.Writer) error {
+				tag, err := wconn.PgConn().CopyTo(ctx, w, "COPY "+t.quoted()+" TO STDOUT")
+				rows = tag.RowsAffected()
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("back up table %s: %w", t.qualified(), err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			m.Tables[i] = Table{Schema: t.schema, Name: t.name, Columns: cols, Rows: rows, Files: []FileRef{ref}}
+			done++
+			if opts.Progress != nil {
+				opts.Progress(done, len(tables), t.qualified())
+			}
+			return nil
+		})
+	if err != nil {
 		return nil, err
 	}
 

@@ -75,22 +75,14 @@ func agentCmd(g *globals) *cobra.Command {
 		Short: "Stream changes to the stores until SIGTERM",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.load(config.Need{DSN: true, Stores: true, Write: true})
+			e, err := g.open(cmd.Context(), config.Need{DSN: true, Stores: true, Write: true})
 			if err != nil {
 				return err
 			}
-			log, err := g.logger()
-			if err != nil {
-				return err
-			}
-			defer log.Sync()
-			stores, err := openStores(cmd.Context(), cfg.Stores, log, true)
-			if err != nil {
-				return err
-			}
-			fan := store.NewFanout(stores, cfg.MinCopies, log)
+			defer e.log.Sync()
+			fan := store.NewFanout(e.stores, e.cfg.MinCopies, e.log)
 			defer fan.Close()
-			return agent.New(agent.Options{Config: cfg, Fanout: fan, Log: log, NoInitialBackup: noBackup, RepairInterval: repairEvery}).Run(cmd.Context())
+			return agent.New(agent.Options{Config: e.cfg, Fanout: fan, Log: e.log, NoInitialBackup: noBackup, RepairInterval: repairEvery}).Run(cmd.Context())
 		},
 	}
 	cmd.Flags().BoolVar(&noBackup, "no-initial-backup", false, "do not take a base backup on start when the archive has none")
@@ -104,23 +96,16 @@ func backupCmd(g *globals) *cobra.Command {
 		Short: "Take a base backup now",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.load(config.Need{DSN: true, Stores: true, Write: true})
+			e, err := g.open(cmd.Context(), config.Need{DSN: true, Stores: true, Write: true})
 			if err != nil {
 				return err
 			}
-			log, err := g.logger()
-			if err != nil {
-				return err
-			}
-			stores, err := openStores(cmd.Context(), cfg.Stores, log, true)
-			if err != nil {
-				return err
-			}
-			fan := store.NewFanout(stores, len(stores), log)
+			defer e.log.Sync()
+			fan := store.NewFanout(e.stores, len(e.stores), e.log)
 			defer fan.Close()
-			say := progress(log)
+			say := progress(e.log)
 			m, err := basebackup.Take(cmd.Context(), fan, basebackup.Options{
-				DSN: cfg.Postgres.DSN, BinDir: cfg.Postgres.BinDir, Parallel: cfg.BaseBackup.Parallel, Log: log,
+				DSN: e.cfg.Postgres.DSN, BinDir: e.cfg.Postgres.BinDir, Parallel: e.cfg.BaseBackup.Parallel, Log: e.log,
 				Progress: func(done, total int, table string) { say("backed up %d/%d tables (%s)", done, total, table) },
 			})
 			if err != nil {
@@ -167,21 +152,14 @@ func listCmd(g *globals) *cobra.Command {
 		Short: "Show base backups and the archived LSN and time range per store",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.load(config.Need{Stores: true})
-			if err != nil {
-				return err
-			}
-			log, err := g.logger()
-			if err != nil {
-				return err
-			}
 			ctx := cmd.Context()
-			stores, err := openStores(ctx, cfg.Stores, log, false)
+			e, err := g.open(ctx, config.Need{Stores: true})
 			if err != nil {
 				return err
 			}
-			defer closeAll(stores)
-			cat, err := pitr.Load(ctx, stores, log)
+			defer e.close()
+			stores := e.stores
+			cat, err := pitr.Load(ctx, stores, e.log)
 			if err != nil {
 				return err
 			}
@@ -328,14 +306,6 @@ func restoreCmd(g *globals) *cobra.Command {
 		Short: "Restore the database as it was at a point in time into an empty database",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.load(config.Need{Stores: true})
-			if err != nil {
-				return err
-			}
-			log, err := g.logger()
-			if err != nil {
-				return err
-			}
 			n := 0
 			var target pitr.Target
 			if toTime != "" {
@@ -387,18 +357,18 @@ func restoreCmd(g *globals) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			stores, err := openStores(ctx, cfg.Stores, log, false)
+			e, err := g.open(ctx, config.Need{Stores: true})
 			if err != nil {
 				return err
 			}
-			defer closeAll(stores)
-			say := progress(log)
+			defer e.close()
+			say := progress(e.log)
 			if g.jsonOut {
 				say = func(string, ...any) {}
 			}
 			res, err := replay.Restore(ctx, replay.RestoreOptions{
-				Stores: stores, TargetDSN: targetDSN, Target: target, Skip: skipSet, OnConflict: policy, DryRun: dryRun,
-				Parallel: max(parallel, 1), Log: log, Progress: say,
+				Stores: e.stores, TargetDSN: targetDSN, Target: target, Skip: skipSet, OnConflict: policy, DryRun: dryRun,
+				Parallel: max(parallel, 1), Log: e.log, Progress: say,
 			})
 			if err != nil {
 				return err

@@ -31,14 +31,7 @@ func logCmd(g *globals) *cobra.Command {
 		Short: "List archived transactions with per-table change counts, to find the harmful one",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.load(config.Need{Stores: true})
-			if err != nil {
-				return err
-			}
-			log, err := g.logger()
-			if err != nil {
-				return err
-			}
+			var err error
 			if since != "" {
 				if o.Since, err = pitr.ParseTime(since); err != nil {
 					return fmt.Errorf("--since: %w", err)
@@ -60,12 +53,12 @@ func logCmd(g *globals) *cobra.Command {
 			o.Values = verbose
 			o.Rows = o.Rows || verbose
 			ctx := cmd.Context()
-			stores, err := openStores(ctx, cfg.Stores, log, false)
+			e, err := g.open(ctx, config.Need{Stores: true})
 			if err != nil {
 				return err
 			}
-			defer closeAll(stores)
-			cat, err := pitr.Load(ctx, stores, log)
+			defer e.close()
+			cat, err := pitr.Load(ctx, e.stores, e.log)
 			if err != nil {
 				return err
 			}
@@ -237,24 +230,16 @@ func undoCmd(g *globals) *cobra.Command {
 		Short: "Print SQL that reverts transactions on the live database (review, then psql -1 -f)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.load(config.Need{Stores: true})
-			if err != nil {
-				return err
-			}
-			log, err := g.logger()
-			if err != nil {
-				return err
-			}
 			if len(xids) == 0 {
 				return fmt.Errorf("name the transaction to undo with --xid (find it with 'wayback log')")
 			}
 			ctx := cmd.Context()
-			stores, err := openStores(ctx, cfg.Stores, log, false)
+			e, err := g.open(ctx, config.Need{Stores: true})
 			if err != nil {
 				return err
 			}
-			defer closeAll(stores)
-			o := replay.UndoOptions{Stores: stores, SourceDSN: cfg.Postgres.DSN, Log: log}
+			defer e.close()
+			o := replay.UndoOptions{Stores: e.stores, SourceDSN: e.cfg.Postgres.DSN, Log: e.log}
 			for _, x := range xids {
 				o.XIDs = append(o.XIDs, uint32(x))
 			}

@@ -135,6 +135,40 @@ func (g *globals) logger() (*zap.Logger, error) {
 	return cfg.Build()
 }
 
+// cmdEnv is what a command works with: its configuration, logger and the
+// configured stores.
+type cmdEnv struct {
+	cfg    config.Config
+	log    *zap.Logger
+	stores []store.Store
+}
+
+// open loads the configuration, builds the logger and, when the command
+// needs stores, opens them (checked before use when it writes).
+func (g *globals) open(ctx context.Context, need config.Need) (*cmdEnv, error) {
+	cfg, err := g.load(need)
+	if err != nil {
+		return nil, err
+	}
+	log, err := g.logger()
+	if err != nil {
+		return nil, err
+	}
+	e := &cmdEnv{cfg: cfg, log: log}
+	if need.Stores {
+		if e.stores, err = openStores(ctx, cfg.Stores, log, need.Write); err != nil {
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+// close releases the stores and flushes the log.
+func (e *cmdEnv) close() {
+	closeAll(e.stores)
+	e.log.Sync()
+}
+
 // openStores opens every configured store. With check, each must also
 // answer before any data is touched, so a wrong bucket or credential fails
 // at once with its cause (agent, backup). Readers (list, restore, verify)
