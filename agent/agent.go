@@ -114,6 +114,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			}()
 		}
 	}
+	bg.Add(1)
+	go func() {
+		defer bg.Done()
+		a.recordSequences(ctx)
+	}()
 	backoff := time.Second
 	for {
 		err := a.session(ctx)
@@ -424,4 +429,67 @@ func earliest(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// recordSequences writes the source's sequence positions into the stream
+// (a transactional logical message, prefix wayback.seq) whenever they have
+// moved, checking once per flush interval while transactions are shipped.
+// Sequences are not in PostgreSQL 15's logical stream; these snapshots let
+// a restore put each sequence where the source had it.
+func (a *Agent) recordSequences(ctx context.Context) {
+	every := time.Duration(a.opts.Config.FlushInterval)
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close(context.Background())
+		}
+	}()
+	var lastTxns int64 = -1
+	last := ""
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+		if txns := a.Stats().Txns; txns == lastTxns {
+			continue
+		} else {
+			lastTxns = txns
+		}
+		err := func() error {
+			if conn == nil {
+				c, err := pgx.Connect(ctx, a.opts.Config.Postgres.DSN)
+				if err != nil {
+					return err
+				}
+				conn = c
+			}
+			var snap string
+			err := conn.QueryRow(ctx, `SELECT coalesce(json_agg(json_build_object('s', schemaname, 'n', sequencename, 'v', last_value)
+				ORDER BY schemaname, sequencename), '[]')::text FROM pg_sequences WHERE last_value IS NOT NULL`).Scan(&snap)
+			if err != nil || snap == last {
+				return err
+			}
+			if _, err := conn.Exec(ctx, "SELECT pg_logical_emit_message(true, 'wayback.seq', $1)", snap); err != nil {
+				return err
+			}
+			last = snap
+			return nil
+		}()
+		if err != nil && ctx.Err() == nil {
+			if !failing {
+				a.log.Warn("cannot record sequence positions; restores will set sequences past the largest value in their columns", zap.Error(err))
+			}
+			failing = true
+			if conn != nil {
+				conn.Close(context.Background())
+				conn = nil
+			}
+		} else if err == nil && failing {
+			failing = false
+			a.log.Info("recording sequence positions again")
+		}
+	}
 }

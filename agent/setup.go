@@ -26,6 +26,7 @@ type SetupOptions struct {
 
 // SetupReport says what Setup found and did.
 type SetupReport struct {
+	DDLCapture         bool     `json:"ddl_capture"`
 	CreatedPublication bool     `json:"created_publication"`
 	CreatedSlot        bool     `json:"created_slot"`
 	SlotLSN            string   `json:"slot_lsn,omitempty"`
@@ -80,10 +81,17 @@ func Setup(ctx context.Context, o SetupOptions) (*SetupReport, error) {
 		rep.FixedTables = append(rep.FixedTables, t)
 	}
 
-	_, err = conn.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS wayback")
-	if err != nil {
-		return nil, fmt.Errorf("create schema wayback: %w", err)
+	var super bool
+	if err := conn.QueryRow(ctx, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user").Scan(&super); err != nil {
+		return nil, fmt.Errorf("check privileges: %w", err)
 	}
+	if !super {
+		return nil, errors.New("setup needs a superuser: it creates an event trigger that records DDL (without it, a restore across a schema change fails) and a FOR ALL TABLES publication; run setup once as a superuser, the agent itself only needs REPLICATION")
+	}
+	if _, err := conn.Exec(ctx, captureSQL); err != nil {
+		return nil, fmt.Errorf("install DDL capture: %w", err)
+	}
+	rep.DDLCapture = true
 	var exists bool
 	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", o.Publication).Scan(&exists); err != nil {
 		return nil, fmt.Errorf("look up publication: %w", err)

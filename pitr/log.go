@@ -2,11 +2,15 @@ package pitr
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"time"
 
 	"github.com/wayback-pitr/wayback/wal"
 )
+
+// ddlPrefix is the logical-message prefix of captured DDL.
+const ddlPrefix = "wayback.ddl"
 
 // LogOptions filters the transaction log.
 type LogOptions struct {
@@ -46,6 +50,7 @@ type LogEntry struct {
 	CommitTime time.Time                `json:"commit_time"`
 	Changes    map[string]*TableChanges `json:"changes"`
 	Marks      []string                 `json:"marks,omitempty"`
+	DDL        []string                 `json:"ddl,omitempty"` // command tags of captured DDL
 	Rows       []RowChange              `json:"rows,omitempty"`
 }
 
@@ -94,9 +99,18 @@ func (c *Catalog) Log(ctx context.Context, o LogOptions, fn func(*LogEntry) erro
 			ch := &t.Changes[i]
 			switch ch.Op {
 			case wal.OpMessage:
-				if ch.Prefix == MarkPrefix {
+				switch ch.Prefix {
+				case MarkPrefix:
 					e.Marks = append(e.Marks, string(ch.Content))
 					opSeen["mark"] = true
+				case ddlPrefix:
+					var d struct {
+						Tag string `json:"tag"`
+					}
+					if json.Unmarshal(ch.Content, &d) == nil {
+						e.DDL = append(e.DDL, d.Tag)
+					}
+					opSeen["ddl"] = true
 				}
 				continue
 			case wal.OpTruncate:
@@ -137,6 +151,9 @@ func (c *Catalog) Log(ctx context.Context, o LogOptions, fn func(*LogEntry) erro
 		}
 		if e.Total() < o.MinRows {
 			return nil
+		}
+		if e.Total() == 0 && len(e.Marks) == 0 && len(e.DDL) == 0 {
+			return nil // only wayback's own bookkeeping (sequence snapshots)
 		}
 		return fn(e)
 	})

@@ -171,6 +171,10 @@ func (c *Catalog) Plan(t Target) (*Plan, error) {
 	return p, nil
 }
 
+// SequenceLookahead is how many segments past a restore target are fetched
+// to find the next sequence snapshot.
+const SequenceLookahead = 8
+
 // LocalSegment is a fetched, verified segment in the restore's scratch
 // directory.
 type LocalSegment struct {
@@ -188,20 +192,33 @@ func (c *Catalog) Fetch(ctx context.Context, p *Plan, dir string) ([]LocalSegmen
 	var out []LocalSegment
 	var last wal.SegmentInfo
 	reached := false
+	lookahead := 0
 	for _, seg := range p.Chain {
+		if reached {
+			// A few segments past the target: replay looks there for the
+			// first sequence snapshot after it, which bounds every value
+			// the source had handed out by the target.
+			if lookahead == SequenceLookahead {
+				break
+			}
+			lookahead++
+		}
 		ls, err := c.fetchOne(ctx, seg, dir)
 		if err != nil {
+			if reached {
+				break // only the lookahead is incomplete
+			}
 			return nil, err
 		}
 		out = append(out, ls)
-		last = ls.Info
+		if !reached {
+			last = ls.Info
+		}
 		if p.Target.Kind == ToTime && ls.Info.Txns > 0 && ls.Info.LastCommit.After(p.Target.Time) {
 			reached = true
-			break
 		}
 		if p.Target.Kind == ToLSN && ls.Info.To > p.Target.LSN {
 			reached = true
-			break
 		}
 	}
 	switch p.Target.Kind {

@@ -47,6 +47,8 @@ type Summary struct {
 	// Conflicts lists the changes that did not apply cleanly because of
 	// skipped transactions, and what was done about them.
 	Conflicts []Conflict
+
+	sequences []sequenceValue // newest snapshot applied
 }
 
 // TxnRef identifies a transaction in messages and summaries.
@@ -100,9 +102,19 @@ func Apply(ctx context.Context, dsn string, start wal.LSN, target pitr.Target, s
 			if txn.CommitLSN < next {
 				return nil
 			}
-			if target.Beyond(txn) {
+			if sum.StoppedBefore == nil && target.Beyond(txn) {
 				sum.StoppedBefore = &TxnRef{XID: txn.XID, CommitLSN: txn.CommitLSN, CommitTime: txn.CommitTime}
-				return errStop
+			}
+			if sum.StoppedBefore != nil {
+				// Past the target: only look for the next sequence
+				// snapshot, which is at or past every value handed out by
+				// the target.
+				if snap := sequenceSnapshot(txn); snap != nil {
+					sum.sequences = snap
+					return errStop
+				}
+				next = txn.EndLSN
+				return nil
 			}
 			next = txn.EndLSN
 			if opts.Skip[txn.XID] {
@@ -128,6 +140,9 @@ func Apply(ctx context.Context, dsn string, start wal.LSN, target pitr.Target, s
 			return sum, err
 		}
 	}
+	if err := setSequences(ctx, conn, sum.sequences); err != nil {
+		return sum, err
+	}
 	return sum, nil
 }
 
@@ -150,6 +165,13 @@ func (a *applier) apply(ctx context.Context, txn *wal.Txn) error {
 	for i := range txn.Changes {
 		c := &txn.Changes[i]
 		if c.Op == wal.OpMessage {
+			if err := a.flush(ctx, txn); err != nil {
+				return err
+			}
+			if err := a.message(ctx, c); err != nil {
+				a.exec(ctx, "ROLLBACK")
+				return txnErr(txn, err)
+			}
 			continue
 		}
 		s, err := buildChange(c)
@@ -218,6 +240,70 @@ func (a *applier) flush(ctx context.Context, txn *wal.Txn) error {
 	return nil
 }
 
+// message acts on a logical message in the stream: captured DDL runs at
+// its place in the transaction; sequence snapshots are remembered for the
+// end of the replay.
+func (a *applier) message(ctx context.Context, c *wal.Change) error {
+	switch c.Prefix {
+	case DDLPrefix:
+		m, err := parseDDL(c.Content)
+		if err != nil {
+			return err
+		}
+		stmt, err := m.statement()
+		if err != nil {
+			return err
+		}
+		if _, err := a.conn.ExecParams(ctx, "SELECT pg_catalog.set_config('search_path', $1, true)", [][]byte{[]byte(m.SearchPath)}, nil, nil, nil).Close(); err != nil {
+			return fmt.Errorf("set search_path for DDL: %w", err)
+		}
+		asRole := m.Role != "" && a.roleExists(ctx, m.Role)
+		if asRole {
+			if err := a.exec(ctx, "SET LOCAL ROLE "+pgx.Identifier{m.Role}.Sanitize()); err != nil {
+				return err
+			}
+		}
+		if _, err := a.conn.Exec(ctx, stmt).ReadAll(); err != nil {
+			return fmt.Errorf("replay DDL %q: %w", truncate(stmt, 200), err)
+		}
+		if asRole {
+			if err := a.exec(ctx, "RESET ROLE"); err != nil {
+				return err
+			}
+		}
+		// Parameter types of prepared statements were fixed when they were
+		// prepared; after DDL they may be wrong.
+		if err := a.exec(ctx, "DEALLOCATE ALL"); err != nil {
+			return err
+		}
+		clear(a.prepared)
+	case SequencePrefix:
+		snap, err := parseSequences(c.Content)
+		if err != nil {
+			return err
+		}
+		a.sum.sequences = snap
+	}
+	return nil
+}
+
+func (a *applier) roleExists(ctx context.Context, role string) bool {
+	res, err := a.conn.ExecParams(ctx, "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", [][]byte{[]byte(role)}, nil, nil, nil).Close()
+	return err == nil && res.RowsAffected() == 1
+}
+
+// sequenceSnapshot returns the sequence snapshot a transaction carries.
+func sequenceSnapshot(txn *wal.Txn) []sequenceValue {
+	for i := range txn.Changes {
+		if c := &txn.Changes[i]; c.Op == wal.OpMessage && c.Prefix == SequencePrefix {
+			if snap, err := parseSequences(c.Content); err == nil {
+				return snap
+			}
+		}
+	}
+	return nil
+}
+
 // prepare returns the name of the prepared statement for sql.
 func (a *applier) prepare(ctx context.Context, sql string) (string, error) {
 	name, ok := a.prepared[sql]
@@ -265,6 +351,9 @@ func (a *applier) applyCareful(ctx context.Context, txn *wal.Txn) error {
 	for i := range txn.Changes {
 		c := &txn.Changes[i]
 		if c.Op == wal.OpMessage {
+			if err := a.message(ctx, c); err != nil {
+				return fail(err)
+			}
 			continue
 		}
 		s, err := buildChange(c)

@@ -123,6 +123,9 @@ func describeChanges(e *pitr.LogEntry) string {
 	for _, m := range e.Marks {
 		parts = append(parts, "mark "+strconv.Quote(m))
 	}
+	for _, d := range e.DDL {
+		parts = append(parts, "DDL "+d)
+	}
 	tables := make([]string, 0, len(e.Changes))
 	for t := range e.Changes {
 		tables = append(tables, t)
