@@ -55,6 +55,11 @@ func Take(ctx context.Context, fan *store.Fanout, opts Options) (*Manifest, erro
 	}
 	started := time.Now().UTC()
 
+	// The wayback schema is part of the dump: the DDL-capture event trigger
+	// is dumped with the database, and its function must come along. It is
+	// inert during replay (session_replication_role = replica) and active
+	// again if the restored database becomes a primary.
+	//
 	// The replication connection must stay open and idle while anything
 	// reads under its snapshot; it is closed (dropping the temporary slot)
 	// only when all copies are done.
@@ -116,7 +121,7 @@ func Take(ctx context.Context, fan *store.Fanout, opts Options) (*Manifest, erro
 		var out bytes.Buffer
 		var stderr bytes.Buffer
 		cmd := exec.CommandContext(ctx, pgDump, "--schema-only", "--section="+sec.section, "--snapshot="+slot.SnapshotName,
-			"--no-publications", "--no-subscriptions", "--exclude-schema=wayback", "--dbname="+opts.DSN)
+			"--no-publications", "--no-subscriptions", "--dbname="+opts.DSN)
 		cmd.Stdout, cmd.Stderr = &out, &stderr
 		if err := cmd.Run(); err != nil {
 			return nil, fmt.Errorf("pg_dump --section=%s: %v: %s", sec.section, err, strings.TrimSpace(stderr.String()))
