@@ -67,7 +67,7 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.logFormat, "log-format", "console", "console or json")
 	pf.BoolVar(&g.jsonOut, "json", false, "machine-readable output on stdout")
 
-	root.AddCommand(setupCmd(g), agentCmd(g), backupCmd(g), listCmd(g), restoreCmd(g), logCmd(g), markCmd(g), undoCmd(g))
+	root.AddCommand(setupCmd(g), agentCmd(g), backupCmd(g), listCmd(g), restoreCmd(g), logCmd(g), markCmd(g), undoCmd(g), verifyCmd(g))
 	return root
 }
 
