@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -30,6 +31,7 @@ type globals struct {
 	logLevel   string
 	logFormat  string
 	jsonOut    bool
+	cpuProfile string
 }
 
 func main() {
@@ -66,6 +68,26 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.logLevel, "log-level", "info", "debug, info, warn or error")
 	pf.StringVar(&g.logFormat, "log-format", "console", "console or json")
 	pf.BoolVar(&g.jsonOut, "json", false, "machine-readable output on stdout")
+	pf.StringVar(&g.cpuProfile, "cpuprofile", "", "write a Go CPU profile to this file (for performance work)")
+	_ = pf.MarkHidden("cpuprofile")
+	var profile *os.File
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if g.cpuProfile == "" {
+			return nil
+		}
+		f, err := os.Create(g.cpuProfile)
+		if err != nil {
+			return err
+		}
+		profile = f
+		return pprof.StartCPUProfile(f)
+	}
+	root.PersistentPostRun = func(*cobra.Command, []string) {
+		if profile != nil {
+			pprof.StopCPUProfile()
+			profile.Close()
+		}
+	}
 
 	root.AddCommand(setupCmd(g), agentCmd(g), backupCmd(g), listCmd(g), restoreCmd(g), logCmd(g), markCmd(g), undoCmd(g), verifyCmd(g))
 	return root
