@@ -147,6 +147,10 @@ func TestCloudOutage(t *testing.T) {
 	c.waitComplete()
 	c.restoreFrom(c.stores[1], "gcs_backfilled", want.sums, "GCS after backfill")
 	a.stop(t)
+	// Drained: verify must now find both stores complete and valid.
+	if v := c.verify(); !v.OK || v.Stores[0].Verdict != "ok" || v.Stores[1].Verdict != "ok" {
+		t.Fatalf("verify after backfill: %+v", v)
+	}
 
 	// min_copies 2: an S3 outage holds the slot.
 	cfg, _ := os.ReadFile(c.config)
@@ -176,11 +180,12 @@ func TestCloudCorruption(t *testing.T) {
 	c.exec(schema)
 	c.insertCustomers(40)
 	c.mustRun("setup")
-	c.startAgent()
+	a := c.startAgent()
 	c.waitBackupCloud()
 	c.insertOrders(400)
 	want := c.checkpoint("before corruption")
 	c.waitArchived()
+	a.stop(t) // nothing in flight: both stores hold the same objects
 	l := c.list()
 	// Corrupt every segment and the backup's manifest in S3.
 	segs, err := c.s3Keys("shop/segments/")
@@ -194,6 +199,10 @@ func TestCloudCorruption(t *testing.T) {
 	}
 	if err := c.s3.CorruptObject(t.Context(), "wb-s3", "shop/backups/"+l.Backups[0].ID+"/data/00000.copy.lz4"); err != nil {
 		t.Fatal(err)
+	}
+	// verify names the corrupt store and passes the other.
+	if v := c.verify(); v.OK || v.Stores[0].Verdict != "broken" || v.Stores[1].Verdict != "ok" {
+		t.Fatalf("verify with corrupt S3 copies: %+v", v)
 	}
 	// Restore lists S3 first: every read falls back to GCS.
 	r := c.run("restore", "--target-dsn", c.pg.DSN("restored"), "--latest")
@@ -212,6 +221,21 @@ func TestCloudCorruption(t *testing.T) {
 	if c.dbExists("never") {
 		t.Fatal("failed restore left a database behind")
 	}
+}
+
+// verify runs `wayback verify --json` and decodes it; a non-zero exit is
+// expected exactly when the JSON says not ok.
+func (c *cloudEnv) verify() verifyJSON {
+	c.t.Helper()
+	r := c.run("verify", "--json")
+	var v verifyJSON
+	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil || len(v.Stores) != 2 {
+		c.t.Fatalf("verify --json: %v\n%s", err, r)
+	}
+	if (r.code == 0) != v.OK {
+		c.t.Fatalf("verify exit status %d disagrees with ok=%v:\n%s", r.code, v.OK, r)
+	}
+	return v
 }
 
 // s3Keys lists bucket keys (with the store prefix "shop/") under prefix,
