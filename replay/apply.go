@@ -91,7 +91,7 @@ func Apply(ctx context.Context, dsn string, start wal.LSN, target pitr.Target, s
 		opts.OnConflict = ConflictStop
 	}
 	sum := &Summary{}
-	a := &applier{conn: conn.PgConn(), prepared: map[string]string{}, opts: opts, sum: sum}
+	a := &applier{conn: conn.PgConn(), prepared: map[string]string{}, types: map[string]columnTypes{}, opts: opts, sum: sum}
 	next := start // commit LSNs below this are in the base backup or already applied
 	dec := wal.NewDecoder()
 	for _, seg := range segs {
@@ -160,7 +160,8 @@ func Apply(ctx context.Context, dsn string, start wal.LSN, target pitr.Target, s
 
 type applier struct {
 	conn     *pgconn.PgConn
-	prepared map[string]string // SQL text -> statement name
+	prepared map[string]string      // SQL text -> statement name
+	types    map[string]columnTypes // "schema.table" -> its column types on the target
 	opts     Options
 	sum      *Summary
 	batch    []queued
@@ -214,7 +215,12 @@ func (a *applier) apply(ctx context.Context, txn *wal.Txn) error {
 			}
 			continue
 		}
-		s, err := buildChange(c)
+		types, err := a.columnTypes(ctx, c)
+		if err != nil {
+			a.rollback(ctx)
+			return txnErr(txn, err)
+		}
+		s, err := buildChange(c, types)
 		if err != nil {
 			a.rollback(ctx)
 			return txnErr(txn, err)
@@ -356,6 +362,7 @@ func (a *applier) message(ctx context.Context, c *wal.Change) error {
 			return err
 		}
 		clear(a.prepared)
+		clear(a.types)
 	case SequencePrefix:
 		snap, err := parseSequences(c.Content)
 		if err != nil {
@@ -364,6 +371,31 @@ func (a *applier) message(ctx context.Context, c *wal.Change) error {
 		a.sum.sequences = snap
 	}
 	return nil
+}
+
+// columnTypes returns the target's column types of the table an UPDATE or
+// DELETE changes (nil for other changes), cached until the next DDL. The
+// lookup runs outside the pending batch; the batch holds no DDL (DDL is
+// flushed and run on its own), so the catalog it reads is current.
+func (a *applier) columnTypes(ctx context.Context, c *wal.Change) (columnTypes, error) {
+	if c.Rel == nil || (c.Op != wal.OpUpdate && c.Op != wal.OpDelete) {
+		return nil, nil
+	}
+	key := c.Rel.QualifiedName()
+	if t, ok := a.types[key]; ok {
+		return t, nil
+	}
+	res := a.conn.ExecParams(ctx, `SELECT attname, pg_catalog.format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute
+		WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped`, [][]byte{[]byte(quoteRel(c.Rel))}, nil, nil, nil).Read()
+	if res.Err != nil {
+		return nil, fmt.Errorf("look up column types of %s on the target: %w", key, res.Err)
+	}
+	t := columnTypes{}
+	for _, row := range res.Rows {
+		t[string(row[0])] = string(row[1])
+	}
+	a.types[key] = t
+	return t, nil
 }
 
 func (a *applier) roleExists(ctx context.Context, role string) bool {
@@ -435,7 +467,11 @@ func (a *applier) applyCareful(ctx context.Context, txn *wal.Txn) error {
 			}
 			continue
 		}
-		s, err := buildChange(c)
+		types, err := a.columnTypes(ctx, c)
+		if err != nil {
+			return fail(err)
+		}
+		s, err := buildChange(c, types)
 		if err != nil {
 			return fail(err)
 		}
@@ -491,7 +527,11 @@ func (a *applier) blame(xid uint32, c *wal.Change) string {
 func (a *applier) overwrite(ctx context.Context, c *wal.Change) (string, error) {
 	switch c.Op {
 	case wal.OpInsert:
-		del, err := buildDelete(&wal.Change{Op: wal.OpDelete, Rel: c.Rel, OldKind: 'K', Old: c.New})
+		types, err := a.columnTypes(ctx, c)
+		if err != nil {
+			return "", err
+		}
+		del, err := buildDelete(&wal.Change{Op: wal.OpDelete, Rel: c.Rel, OldKind: 'K', Old: c.New}, types)
 		if err != nil {
 			return "", err
 		}

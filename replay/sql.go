@@ -24,31 +24,27 @@ type stmt struct {
 	change  *wal.Change
 }
 
-// typesWithoutEquality have no "=" operator, so REPLICA IDENTITY FULL
-// matching compares their text forms instead.
-var typesWithoutEquality = map[uint32]bool{
-	114: true, // json
-	142: true, // xml
-	600: true, // point
-	601: true, // lseg
-	602: true, // path
-	604: true, // polygon
-	628: true, // line
-}
-
 func quoteRel(r *wal.Relation) string { return pgx.Identifier{r.Namespace, r.Name}.Sanitize() }
 
 func quoteCol(name string) string { return pgx.Identifier{name}.Sanitize() }
 
-// buildChange turns one change into SQL.
-func buildChange(c *wal.Change) (stmt, error) {
+// columnTypes maps a target table's column names to their SQL types
+// (format_type, with typmod), so that parameters of row-matching
+// conditions can be typed explicitly: the server cannot infer a
+// composite's type from "col = $1", and REPLICA IDENTITY FULL matching
+// compares typed values (see where).
+type columnTypes map[string]string
+
+// buildChange turns one change into SQL; types are the target table's
+// column types (nil: parameters are left untyped).
+func buildChange(c *wal.Change, types columnTypes) (stmt, error) {
 	switch c.Op {
 	case wal.OpInsert:
 		return buildInsert(c), nil
 	case wal.OpUpdate:
-		return buildUpdate(c)
+		return buildUpdate(c, types)
 	case wal.OpDelete:
-		return buildDelete(c)
+		return buildDelete(c, types)
 	case wal.OpTruncate:
 		return buildTruncate(c), nil
 	}
@@ -93,10 +89,24 @@ func identity(c *wal.Change) wal.Tuple {
 }
 
 // where builds the WHERE clause matching the old row, appending params.
-func where(c *wal.Change, params [][]byte) (string, [][]byte, error) {
+//
+// With a key (REPLICA IDENTITY DEFAULT or USING INDEX) the key columns are
+// compared with "=", which is exactly what makes them unique.
+//
+// With REPLICA IDENTITY FULL the whole old row is compared by binary image
+// (record_image_eq, the function behind the *= operator that REFRESH
+// MATERIALIZED VIEW CONCURRENTLY uses; called as a function because an
+// operator between two ROW() constructors compares column by column),
+// never with each type's "=": box and circle "=" compare areas, citext
+// ignores case, numeric 1.0 = 1.00, float -0 = 0, and json, xml, point and
+// arrays or composites of them have no "=" at all. Any of these would let
+// the replay change a different row than the source did, or fail. Two NULLs
+// are equal under *=, so NULL columns need no IS NULL. Identical rows are
+// interchangeable, so one of them (LIMIT 1) is changed.
+func where(c *wal.Change, types columnTypes, params [][]byte) (string, [][]byte, error) {
 	old := identity(c)
 	full := c.Rel.ReplicaIdentity == 'f'
-	var conds []string
+	var conds, left, right []string
 	for i, col := range c.Rel.Columns {
 		if !col.Key || i >= len(old) {
 			continue
@@ -107,30 +117,40 @@ func where(c *wal.Change, params [][]byte) (string, [][]byte, error) {
 		}
 		name := quoteCol(col.Name)
 		if v.Kind == wal.KindNull {
-			conds = append(conds, name+" IS NULL")
+			if full {
+				// NULL needs a type too, or the row images differ in type.
+				null := "NULL"
+				if typ := types[col.Name]; typ != "" {
+					null += "::" + typ
+				}
+				left, right = append(left, name), append(right, null)
+			} else {
+				conds = append(conds, name+" IS NULL")
+			}
 			continue
 		}
 		params = append(params, v.Data)
 		p := "$" + strconv.Itoa(len(params))
-		switch {
-		case typesWithoutEquality[col.TypeOID]:
-			conds = append(conds, name+"::text = "+p+"::text")
-		default:
+		if typ := types[col.Name]; typ != "" {
+			p += "::" + typ
+		}
+		if full {
+			left, right = append(left, name), append(right, p)
+		} else {
 			conds = append(conds, name+" = "+p)
 		}
+	}
+	if full && len(left) > 0 {
+		return "ctid = (SELECT ctid FROM " + quoteRel(c.Rel) + " WHERE pg_catalog.record_image_eq(ROW(" + strings.Join(left, ", ") + "), ROW(" +
+			strings.Join(right, ", ") + ")) LIMIT 1)", params, nil
 	}
 	if len(conds) == 0 {
 		return "", nil, fmt.Errorf("table %s has no replica identity to find the old row by: give it a primary key or REPLICA IDENTITY FULL (see 'wayback setup')", c.Rel.QualifiedName())
 	}
-	cond := strings.Join(conds, " AND ")
-	if full {
-		// Without a key, identical rows are indistinguishable: change one.
-		cond = "ctid = (SELECT ctid FROM " + quoteRel(c.Rel) + " WHERE " + cond + " LIMIT 1)"
-	}
-	return cond, params, nil
+	return strings.Join(conds, " AND "), params, nil
 }
 
-func buildUpdate(c *wal.Change) (stmt, error) {
+func buildUpdate(c *wal.Change, types columnTypes) (stmt, error) {
 	var set strings.Builder
 	var params [][]byte
 	for i, v := range c.New {
@@ -149,7 +169,7 @@ func buildUpdate(c *wal.Change) (stmt, error) {
 	if len(params) == 0 {
 		return stmt{}, nil
 	}
-	cond, params, err := where(c, params)
+	cond, params, err := where(c, types, params)
 	if err != nil {
 		return stmt{}, err
 	}
@@ -173,8 +193,8 @@ func unchanged(c *wal.Change, i int) bool {
 	return o.Kind == n.Kind && (o.Kind == wal.KindNull || (o.Kind == wal.KindText && string(o.Data) == string(n.Data)))
 }
 
-func buildDelete(c *wal.Change) (stmt, error) {
-	cond, params, err := where(c, nil)
+func buildDelete(c *wal.Change, types columnTypes) (stmt, error) {
+	cond, params, err := where(c, types, nil)
 	if err != nil {
 		return stmt{}, err
 	}

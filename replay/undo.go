@@ -446,3 +446,15 @@ func literal(v wal.Value) string {
 	}
 	return "'" + strings.ReplaceAll(string(v.Data), "'", "''") + "'"
 }
+
+// typesWithoutEquality have no "=" operator, so undo's key conditions on
+// REPLICA IDENTITY FULL tables compare their text forms instead.
+var typesWithoutEquality = map[uint32]bool{
+	114: true, // json
+	142: true, // xml
+	600: true, // point
+	601: true, // lseg
+	602: true, // path
+	604: true, // polygon
+	628: true, // line
+}
