@@ -146,7 +146,7 @@ func (c *Catalog) Range() string {
 // segments after it.
 func (c *Catalog) Plan(t Target) (*Plan, error) {
 	if len(c.Backups) == 0 {
-		return nil, errors.New("the archive has no complete base backup: run 'wayback backup' (the agent takes one on first start)")
+		return nil, errorOf(ErrNoBackup, "the archive has no complete base backup: run 'wayback backup' (the agent takes one on first start)")
 	}
 	var chosen *Backup
 	for _, b := range c.Backups {
@@ -163,7 +163,7 @@ func (c *Catalog) Plan(t Target) (*Plan, error) {
 	}
 	if chosen == nil {
 		oldest := c.Backups[0]
-		return nil, fmt.Errorf("target %s is before the oldest base backup (consistent at %s, LSN %s): the archive can restore %s",
+		return nil, errorOf(ErrBeforeOldestBackup, "target %s is before the oldest base backup (consistent at %s, LSN %s): the archive can restore %s",
 			t, oldest.ConsistentTime.UTC().Format(time.RFC3339), oldest.ConsistentLSN, c.Range())
 	}
 	p := &Plan{Target: t, Backup: chosen}
@@ -237,10 +237,10 @@ func (c *Catalog) Fetch(ctx context.Context, p *Plan, dir string) ([]LocalSegmen
 		newest = last.ToTime
 	}
 	if next := c.NextAfter(p.End); next != nil {
-		return nil, fmt.Errorf("the archive has a gap from LSN %s to %s (no store holds a segment covering it), so %s cannot be reached: restore to a point before %s, or from a base backup taken after the gap",
+		return nil, errorOf(ErrGap, "the archive has a gap from LSN %s to %s (no store holds a segment covering it), so %s cannot be reached: restore to a point before %s, or from a base backup taken after the gap",
 			p.End, next.From, p.Target, newest.UTC().Format(time.RFC3339))
 	}
-	return nil, fmt.Errorf("target %s is after the newest archived point (%s, LSN %s): pick an earlier target or use --latest, and check that the agent is running",
+	return nil, errorOf(ErrAfterNewest, "target %s is after the newest archived point (%s, LSN %s): pick an earlier target or use --latest, and check that the agent is running",
 		p.Target, newest.UTC().Format(time.RFC3339Nano), p.End)
 }
 

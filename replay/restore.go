@@ -46,6 +46,19 @@ type RestoreResult struct {
 	DryRun       bool          `json:"dry_run"`
 }
 
+// TargetNotEmptyError is returned, before anything is written, when the
+// restore target already holds relations: restoring over existing data
+// would mix two databases.
+type TargetNotEmptyError struct {
+	Database  string
+	Relations int
+	Example   string // one qualified relation name found there
+}
+
+func (e *TargetNotEmptyError) Error() string {
+	return fmt.Sprintf("target database %q is not empty (%d relations, e.g. %s): restore into a new or empty database", e.Database, e.Relations, e.Example)
+}
+
 // Restore rebuilds the source database as of opts.Target in the database
 // named by opts.TargetDSN. Everything that can be checked without writing
 // (the plan, every segment's checksum, the target's emptiness) is checked
@@ -180,7 +193,7 @@ func prepareTarget(ctx context.Context, dsn string) (created bool, err error) {
 		return false, fmt.Errorf("inspect target database: %w", err)
 	}
 	if n > 0 {
-		return false, fmt.Errorf("target database %q is not empty (%d relations, e.g. %s): restore into a new or empty database", cfg.Database, n, example)
+		return false, &TargetNotEmptyError{Database: cfg.Database, Relations: n, Example: example}
 	}
 	return false, nil
 }

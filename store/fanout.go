@@ -442,9 +442,13 @@ func (f *Fanout) verifyFile(key string, fh *os.File) error {
 	return f.Verify(key, data)
 }
 
+// Wait blocks until outstanding background uploads and backfills finish;
+// the stores stay open, for callers that keep using them.
+func (f *Fanout) Wait() { f.bg.Wait() }
+
 // Close waits for outstanding uploads and closes the stores.
 func (f *Fanout) Close() error {
-	f.bg.Wait()
+	f.Wait()
 	var first error
 	for _, s := range f.stores {
 		if err := s.Close(); err != nil && first == nil {

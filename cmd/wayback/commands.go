@@ -12,8 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/wayback-pitr/wayback/agent"
-	"github.com/wayback-pitr/wayback/basebackup"
+	"github.com/wayback-pitr/wayback"
 	"github.com/wayback-pitr/wayback/config"
 	"github.com/wayback-pitr/wayback/pitr"
 	"github.com/wayback-pitr/wayback/replay"
@@ -38,7 +37,7 @@ func setupCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rep, err := agent.Setup(cmd.Context(), agent.SetupOptions{
+			rep, err := wayback.Setup(cmd.Context(), wayback.SetupOptions{
 				DSN: cfg.Postgres.DSN, Slot: cfg.Postgres.Slot, Publication: cfg.Postgres.Publication, FixReplicaIdentity: fix,
 			})
 			if err != nil {
@@ -79,10 +78,12 @@ func agentCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer e.log.Sync()
-			fan := store.NewFanout(e.stores, e.cfg.MinCopies, e.log)
-			defer fan.Close()
-			return agent.New(agent.Options{Config: e.cfg, Fanout: fan, Log: e.log, NoInitialBackup: noBackup, RepairInterval: repairEvery}).Run(cmd.Context())
+			defer e.close()
+			ag, err := e.archive().StartAgent(cmd.Context(), wayback.AgentOptions{Config: e.cfg, NoInitialBackup: noBackup, RepairInterval: repairEvery})
+			if err != nil {
+				return err
+			}
+			return ag.Wait()
 		},
 	}
 	cmd.Flags().BoolVar(&noBackup, "no-initial-backup", false, "do not take a base backup on start when the archive has none")
@@ -100,12 +101,10 @@ func backupCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer e.log.Sync()
-			fan := store.NewFanout(e.stores, len(e.stores), e.log)
-			defer fan.Close()
+			defer e.close()
 			say := progress(e.log)
-			m, err := basebackup.Take(cmd.Context(), fan, basebackup.Options{
-				DSN: e.cfg.Postgres.DSN, BinDir: e.cfg.Postgres.BinDir, Parallel: e.cfg.BaseBackup.Parallel, Log: e.log,
+			m, err := e.archive().Backup(cmd.Context(), wayback.BackupOptions{
+				DSN: e.cfg.Postgres.DSN, BinDir: e.cfg.Postgres.BinDir, Parallel: e.cfg.BaseBackup.Parallel,
 				Progress: func(done, total int, table string) { say("backed up %d/%d tables (%s)", done, total, table) },
 			})
 			if err != nil {
@@ -159,7 +158,7 @@ func listCmd(g *globals) *cobra.Command {
 			}
 			defer e.close()
 			stores := e.stores
-			cat, err := pitr.Load(ctx, stores, e.log)
+			cat, err := e.archive().Catalog(ctx)
 			if err != nil {
 				return err
 			}
@@ -344,13 +343,13 @@ func restoreCmd(g *globals) *cobra.Command {
 			if targetDSN == "" && !dryRun {
 				return fmt.Errorf("--target-dsn is required: the database to restore into (created if missing, must be empty)")
 			}
-			skipSet := map[uint32]bool{}
+			var skipXIDs []uint32
 			for _, s := range skip {
 				x, err := strconv.ParseUint(strings.TrimSpace(s), 10, 32)
 				if err != nil {
 					return fmt.Errorf("--skip-xid %q is not a transaction id", s)
 				}
-				skipSet[uint32(x)] = true
+				skipXIDs = append(skipXIDs, uint32(x))
 			}
 			policy, err := replay.ParseConflictPolicy(onConflict)
 			if err != nil {
@@ -366,9 +365,9 @@ func restoreCmd(g *globals) *cobra.Command {
 			if g.jsonOut {
 				say = func(string, ...any) {}
 			}
-			res, err := replay.Restore(ctx, replay.RestoreOptions{
-				Stores: e.stores, TargetDSN: targetDSN, Target: target, Skip: skipSet, OnConflict: policy, DryRun: dryRun,
-				Parallel: max(parallel, 1), Log: e.log, Progress: say,
+			res, err := e.archive().Restore(ctx, wayback.RestoreOptions{
+				TargetDSN: targetDSN, Target: target, Skip: skipXIDs, OnConflict: policy, DryRun: dryRun,
+				Parallel: parallel, Progress: say,
 			})
 			if err != nil {
 				return err

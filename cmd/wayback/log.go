@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -11,12 +10,11 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
+	"github.com/wayback-pitr/wayback"
 	"github.com/wayback-pitr/wayback/config"
 	"github.com/wayback-pitr/wayback/pitr"
-	"github.com/wayback-pitr/wayback/replay"
 )
 
 func logCmd(g *globals) *cobra.Command {
@@ -58,16 +56,13 @@ func logCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer e.close()
-			cat, err := pitr.Load(ctx, e.stores, e.log)
-			if err != nil {
-				return err
-			}
+			arc := e.archive()
 			if g.jsonOut {
 				enc := json.NewEncoder(os.Stdout)
-				return cat.Log(ctx, o, func(e *pitr.LogEntry) error { return enc.Encode(e) })
+				return arc.Log(ctx, o, func(e *pitr.LogEntry) error { return enc.Encode(e) })
 			}
 			var entries []*pitr.LogEntry
-			if err := cat.Log(ctx, o, func(e *pitr.LogEntry) error { entries = append(entries, e); return nil }); err != nil {
+			if err := arc.Log(ctx, o, func(e *pitr.LogEntry) error { entries = append(entries, e); return nil }); err != nil {
 				return err
 			}
 			printLog(entries, o.Rows)
@@ -189,41 +184,17 @@ func markCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ref, err := mark(cmd.Context(), cfg.Postgres.DSN, args[0])
+			ref, err := wayback.Mark(cmd.Context(), cfg.Postgres.DSN, args[0])
 			if err != nil {
 				return err
 			}
 			if g.jsonOut {
-				return printJSON(map[string]any{"mark": args[0], "lsn": ref.lsn, "time": ref.at})
+				return printJSON(map[string]any{"mark": args[0], "lsn": ref.LSN.String(), "time": ref.Time})
 			}
-			fmt.Printf("restore point %q recorded at LSN %s (%s)\n", args[0], ref.lsn, ref.at.Format(time.RFC3339Nano))
+			fmt.Printf("restore point %q recorded at LSN %s (%s)\n", args[0], ref.LSN, ref.Time.Format(time.RFC3339Nano))
 			return nil
 		},
 	}
-}
-
-type markRef struct {
-	lsn string
-	at  time.Time
-}
-
-// mark commits a transactional logical message, so the restore point has
-// a commit position in the stream like any transaction.
-func mark(ctx context.Context, dsn, name string) (markRef, error) {
-	if strings.TrimSpace(name) == "" {
-		return markRef{}, fmt.Errorf("a restore point needs a name")
-	}
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		return markRef{}, fmt.Errorf("connect to source: %w", err)
-	}
-	defer conn.Close(context.Background())
-	var r markRef
-	err = conn.QueryRow(ctx, "SELECT pg_logical_emit_message(true, $1, $2)::text, clock_timestamp()", pitr.MarkPrefix, name).Scan(&r.lsn, &r.at)
-	if err != nil {
-		return r, fmt.Errorf("record restore point: %w", err)
-	}
-	return r, nil
 }
 
 func undoCmd(g *globals) *cobra.Command {
@@ -242,11 +213,11 @@ func undoCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer e.close()
-			o := replay.UndoOptions{Stores: e.stores, SourceDSN: e.cfg.Postgres.DSN, Log: e.log}
+			o := wayback.UndoOptions{SourceDSN: e.cfg.Postgres.DSN}
 			for _, x := range xids {
 				o.XIDs = append(o.XIDs, uint32(x))
 			}
-			res, err := replay.Undo(ctx, o)
+			res, err := e.archive().Undo(ctx, o)
 			if err != nil {
 				return err
 			}

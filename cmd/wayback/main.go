@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/wayback-pitr/wayback"
 	"github.com/wayback-pitr/wayback/config"
 	"github.com/wayback-pitr/wayback/store"
 )
@@ -184,6 +185,10 @@ func (g *globals) open(ctx context.Context, need config.Need) (*cmdEnv, error) {
 	}
 	return e, nil
 }
+
+// archive is the command's stores as the Go API's Archive: every command
+// runs through package wayback, as embedding programs do.
+func (e *cmdEnv) archive() *wayback.Archive { return wayback.NewArchive(e.stores, e.log) }
 
 // close releases the stores and flushes the log.
 func (e *cmdEnv) close() {

@@ -44,7 +44,7 @@ The exit status is 0 only when every store is ok.`,
 			if g.jsonOut {
 				say = func(string, ...any) {}
 			}
-			rep, err := pitr.Verify(ctx, e.stores, e.log, say)
+			rep, err := e.archive().Verify(ctx, say)
 			if err != nil {
 				return fmt.Errorf("verify: %w", err)
 			}

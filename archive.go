@@ -1,0 +1,271 @@
+package wayback
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/wayback-pitr/wayback/agent"
+	"github.com/wayback-pitr/wayback/basebackup"
+	"github.com/wayback-pitr/wayback/pitr"
+	"github.com/wayback-pitr/wayback/replay"
+	"github.com/wayback-pitr/wayback/store"
+	"github.com/wayback-pitr/wayback/wal"
+)
+
+// Error kinds, for errors.Is. The errors themselves say what went wrong
+// and what to do; these classify them.
+var (
+	// ErrNoBackup: the archive holds no complete base backup yet.
+	ErrNoBackup = pitr.ErrNoBackup
+	// ErrBeforeOldestBackup: the restore target is older than every backup.
+	ErrBeforeOldestBackup = pitr.ErrBeforeOldestBackup
+	// ErrAfterNewest: the restore target is newer than the archive reaches.
+	ErrAfterNewest = pitr.ErrAfterNewest
+	// ErrGap: no store holds a segment needed to reach the target.
+	ErrGap = pitr.ErrGap
+	// ErrCorrupt: an object failed its checksum in every store holding it.
+	ErrCorrupt = wal.ErrCorrupt
+)
+
+// TargetNotEmptyError (errors.As) is returned by Restore, before anything
+// is written, when the target database already holds relations.
+type TargetNotEmptyError = replay.TargetNotEmptyError
+
+// NoReplicaIdentityError (errors.As) is returned by Setup when published
+// tables lack a primary key and SetupOptions.FixReplicaIdentity is false.
+type NoReplicaIdentityError = agent.ErrNoReplicaIdentity
+
+// ArchiveOptions say where an archive lives.
+type ArchiveOptions struct {
+	// Stores are the URLs of the stores holding the archive: file:///dir,
+	// s3://bucket/prefix, gs://bucket/prefix (see the README for options).
+	Stores []string
+	// Check contacts every store before Open returns, so a wrong bucket or
+	// credential fails at once. Writers (agent, backup) want it; readers
+	// can do without, since any one store holding a valid copy suffices.
+	Check bool
+	// Log receives structured logs; nil discards them.
+	Log *zap.Logger
+}
+
+// Archive is the set of stores holding one source's change stream and
+// base backups. Its methods are safe to call one after another; an Agent
+// started from it shares its stores.
+type Archive struct {
+	stores []store.Store
+	log    *zap.Logger
+	owned  bool
+}
+
+// Open opens every store of an archive.
+func Open(ctx context.Context, o ArchiveOptions) (*Archive, error) {
+	if len(o.Stores) == 0 {
+		return nil, errors.New("no stores given: name at least one store URL (file://, s3:// or gs://)")
+	}
+	log := orNop(o.Log)
+	var stores []store.Store
+	for _, u := range o.Stores {
+		s, err := store.Open(ctx, u, log)
+		if err == nil && o.Check {
+			if err = s.Check(ctx); err != nil {
+				s.Close()
+			}
+		}
+		if err != nil {
+			for _, s := range stores {
+				s.Close()
+			}
+			return nil, err
+		}
+		stores = append(stores, s)
+	}
+	return &Archive{stores: stores, log: log, owned: true}, nil
+}
+
+// NewArchive wraps stores the caller opened (for example with an
+// encryption layer around them). Close leaves them open.
+func NewArchive(stores []store.Store, log *zap.Logger) *Archive {
+	return &Archive{stores: stores, log: orNop(log)}
+}
+
+// Stores returns the archive's stores, in the order given.
+func (a *Archive) Stores() []store.Store { return a.stores }
+
+// Close releases the stores Open opened.
+func (a *Archive) Close() error {
+	if !a.owned {
+		return nil
+	}
+	var first error
+	for _, s := range a.stores {
+		if err := s.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// Catalog lists what the archive holds: base backups and segments per
+// store. Log, Restore and Verify read it themselves; it is exported for
+// callers that show or inspect the archive.
+func (a *Archive) Catalog(ctx context.Context) (*pitr.Catalog, error) {
+	return pitr.Load(ctx, a.stores, a.log)
+}
+
+// BackupOptions configure a base backup.
+type BackupOptions struct {
+	// DSN is the source database.
+	DSN string
+	// BinDir holds pg_dump of the server's major version ("" searches the
+	// usual places).
+	BinDir string
+	// Parallel is how many tables are copied at once (default 2).
+	Parallel int
+	// Progress, if set, is called after each table is stored.
+	Progress func(done, total int, table string)
+}
+
+// Backup takes a base backup of the source into every store of the
+// archive. It is consistent with a point of the change stream, so that
+// restores replay the archived segments from exactly there.
+func (a *Archive) Backup(ctx context.Context, o BackupOptions) (*basebackup.Manifest, error) {
+	fan := store.NewFanout(a.stores, len(a.stores), a.log)
+	defer fan.Wait()
+	return basebackup.Take(ctx, fan, basebackup.Options{
+		DSN: o.DSN, BinDir: o.BinDir, Parallel: max(o.Parallel, 2), Log: a.log, Progress: o.Progress,
+	})
+}
+
+// Target is an instant to restore to; build one with AtTime, AtLSN, AtXID,
+// AtMark or Latest.
+type Target = pitr.Target
+
+// AtTime is the state after every transaction committed at or before t.
+func AtTime(t time.Time) Target { return Target{Kind: pitr.ToTime, Time: t} }
+
+// AtLSN is the state after every transaction that committed at or before
+// the log position lsn.
+func AtLSN(lsn wal.LSN) Target { return Target{Kind: pitr.ToLSN, LSN: lsn} }
+
+// AtXID is the state just after transaction xid committed, or just before
+// it when exclusive.
+func AtXID(xid uint32, exclusive bool) Target {
+	return Target{Kind: pitr.ToXID, XID: xid, Exclusive: exclusive}
+}
+
+// AtMark is the state at a named restore point (see Mark).
+func AtMark(name string) Target { return Target{Kind: pitr.ToMark, Mark: name} }
+
+// Latest is everything the archive holds.
+func Latest() Target { return Target{Kind: pitr.Latest} }
+
+// ConflictPolicy says what a restore that skips transactions does when a
+// later change no longer fits: "stop" (default), "skip" or "overwrite".
+type ConflictPolicy = replay.ConflictPolicy
+
+// RestoreOptions configure a restore.
+type RestoreOptions struct {
+	// TargetDSN is the database to restore into. It is created when
+	// missing, must be empty otherwise, and is dropped again if Restore
+	// created it and then fails.
+	TargetDSN string
+	// Target is the instant to restore to.
+	Target Target
+	// Skip lists transactions (by xid) to leave out.
+	Skip []uint32
+	// OnConflict applies when Skip is set; "" means stop.
+	OnConflict ConflictPolicy
+	// DryRun plans and verifies every needed object, and writes nothing.
+	DryRun bool
+	// Parallel is how many tables are loaded at once (default 2).
+	Parallel int
+	// TempDir holds downloaded segments during the restore ("" is the
+	// system's temporary directory).
+	TempDir string
+	// Progress receives human-readable progress lines; nil: none.
+	Progress func(format string, args ...any)
+}
+
+// RestoreResult reports what a restore did.
+type RestoreResult = replay.RestoreResult
+
+// Restore rebuilds the source database as it was at o.Target into
+// o.TargetDSN: the newest base backup before the target, then every
+// archived transaction after it up to the target, except those in Skip.
+func (a *Archive) Restore(ctx context.Context, o RestoreOptions) (*RestoreResult, error) {
+	skip := make(map[uint32]bool, len(o.Skip))
+	for _, x := range o.Skip {
+		skip[x] = true
+	}
+	policy := o.OnConflict
+	if policy == "" {
+		policy = replay.ConflictStop
+	}
+	if _, err := replay.ParseConflictPolicy(string(policy)); err != nil {
+		return nil, err
+	}
+	if o.TargetDSN == "" && !o.DryRun {
+		return nil, errors.New("no target database: set RestoreOptions.TargetDSN (created when missing, must be empty)")
+	}
+	return replay.Restore(ctx, replay.RestoreOptions{
+		Stores: a.stores, TargetDSN: o.TargetDSN, Target: o.Target, Skip: skip, OnConflict: policy,
+		DryRun: o.DryRun, Parallel: max(o.Parallel, 1), TempDir: o.TempDir, Log: a.log, Progress: o.Progress,
+	})
+}
+
+// LogOptions filter the transactions Log reports.
+type LogOptions = pitr.LogOptions
+
+// LogEntry is one archived transaction with its per-table change counts.
+type LogEntry = pitr.LogEntry
+
+// Log calls fn for each archived transaction that o selects, oldest
+// first. Returning an error from fn stops the walk and returns it.
+func (a *Archive) Log(ctx context.Context, o LogOptions, fn func(*LogEntry) error) error {
+	cat, err := a.Catalog(ctx)
+	if err != nil {
+		return err
+	}
+	return cat.Log(ctx, o, fn)
+}
+
+// UndoOptions choose the transactions to revert.
+type UndoOptions struct {
+	// XIDs are the transactions to revert.
+	XIDs []uint32
+	// SourceDSN, if set, is read for foreign keys so that re-inserted rows
+	// go in parents first and deletes go children first.
+	SourceDSN string
+}
+
+// UndoResult is the SQL that reverts transactions, and the later
+// transactions that touched the same rows.
+type UndoResult = replay.UndoResult
+
+// Undo writes SQL that reverts the transactions on the live database, in
+// one transaction, with full old rows reconstructed from the archive even
+// when the stream carried only keys.
+func (a *Archive) Undo(ctx context.Context, o UndoOptions) (*UndoResult, error) {
+	return replay.Undo(ctx, replay.UndoOptions{Stores: a.stores, XIDs: o.XIDs, SourceDSN: o.SourceDSN, Log: a.log})
+}
+
+// VerifyReport is the per-store verdict of Verify.
+type VerifyReport = pitr.VerifyReport
+
+// Verify reads every object in every store, checks its checksum and the
+// continuity of the segment chain, and reports per store. The report's
+// Err is non-nil when any store is broken or has a gap. progress, if set,
+// receives human-readable lines.
+func (a *Archive) Verify(ctx context.Context, progress func(format string, args ...any)) (*VerifyReport, error) {
+	return pitr.Verify(ctx, a.stores, a.log, progress)
+}
+
+func orNop(l *zap.Logger) *zap.Logger {
+	if l == nil {
+		return zap.NewNop()
+	}
+	return l
+}
