@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wayback-pitr/wayback/store"
+	"github.com/wayback-pitr/wayback/wal"
 )
 
 // ErrCorrupt marks a backup object whose checksum does not match.
@@ -43,7 +44,7 @@ func Load(ctx context.Context, m *Manifest, stores []store.Store, dsn string, op
 	if opts.Parallel < 1 {
 		opts.Parallel = 1
 	}
-	conn, err := pgx.Connect(ctx, dsn)
+	conn, err := wal.ConnectText(ctx, dsn)
 	if err != nil {
 		return fmt.Errorf("connect to target: %w", err)
 	}
@@ -57,7 +58,7 @@ func Load(ctx context.Context, m *Manifest, stores []store.Store, dsn string, op
 	done := 0
 	err = forEach(ctx, opts.Parallel, len(m.Tables),
 		func(ctx context.Context, _ int) (*pgx.Conn, func(), error) {
-			c, err := pgx.Connect(ctx, dsn)
+			c, err := wal.ConnectText(ctx, dsn)
 			if err != nil {
 				return nil, nil, fmt.Errorf("connect to target: %w", err)
 			}

@@ -193,7 +193,7 @@ func Take(ctx context.Context, fan *store.Fanout, opts Options) (*Manifest, erro
 
 // beginSnapshot opens a connection reading under an exported snapshot.
 func beginSnapshot(ctx context.Context, dsn, snapshot string) (*pgx.Conn, error) {
-	conn, err := pgx.Connect(ctx, dsn)
+	conn, err := wal.ConnectText(ctx, dsn)
 	if err != nil {
 		return nil, fmt.Errorf("connect for base backup: %w", err)
 	}

@@ -257,6 +257,12 @@ func (e *env) spilled() int64 {
 func TestFidelity(t *testing.T) {
 	e := newEnv(t)
 	cols := fidelityColumns()
+	// Output settings a DBA may well choose for a database: every session
+	// there, the agent's included, prints values this way unless wayback
+	// pins its own. Under DMY a date like 03/04 means April, not March.
+	e.exec(`ALTER DATABASE app SET DateStyle = 'SQL, DMY'; ALTER DATABASE app SET IntervalStyle = 'sql_standard';
+		ALTER DATABASE app SET extra_float_digits = 0; ALTER DATABASE app SET TimeZone = 'America/St_Johns';
+		ALTER DATABASE app SET bytea_output = 'escape'`)
 	e.exec(`ALTER SYSTEM SET logical_decoding_work_mem = '64kB'`)
 	e.exec(`SELECT pg_reload_conf()`)
 	e.exec(fidelitySchema(cols))

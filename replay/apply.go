@@ -72,7 +72,7 @@ func Apply(ctx context.Context, dsn string, start wal.LSN, target pitr.Target, s
 	if opts.BatchSize <= 0 {
 		opts.BatchSize = 1000
 	}
-	conn, err := pgx.Connect(ctx, dsn)
+	conn, err := wal.ConnectText(ctx, dsn)
 	if err != nil {
 		return nil, fmt.Errorf("connect to target: %w", err)
 	}
@@ -576,7 +576,7 @@ func txnRefErr(t TxnRef, err error) error {
 // (PG 15), so after replay a sequence can lag the rows inserted after the
 // base backup; this guarantees the next nextval() is unused.
 func AdvanceSequences(ctx context.Context, dsn string) error {
-	conn, err := pgx.Connect(ctx, dsn)
+	conn, err := wal.ConnectText(ctx, dsn)
 	if err != nil {
 		return fmt.Errorf("connect to target: %w", err)
 	}

@@ -354,7 +354,8 @@ func renderUndo(undo []*undoTxn, later []Dependency, rank map[string]int) (strin
 			fmt.Fprintf(&b, "--   %s\n", d)
 		}
 	}
-	b.WriteString("BEGIN;\nSET LOCAL standard_conforming_strings = on;\n")
+	// The literals are the archive's text forms: parse them as printed.
+	b.WriteString("BEGIN;\n" + wal.TextSettingsSQL())
 	n := 0
 	for i := len(undo) - 1; i >= 0; i-- {
 		var dels, upds, ins []*netChange

@@ -37,6 +37,8 @@ func ReplicationDSN(dsn string) (*pgconn.Config, error) {
 	}
 	cfg.RuntimeParams["replication"] = "database"
 	cfg.RuntimeParams["application_name"] = "wayback"
+	// pgoutput prints values with the walsender's settings.
+	PinTextSettings(cfg.RuntimeParams)
 	return cfg, nil
 }
 
