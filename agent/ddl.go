@@ -64,7 +64,15 @@ BEGIN
   PERFORM wayback.emit_ddl(pg_catalog.json_build_object(
     'query', q, 'n', n, 'tag', tg_tag,
     'search_path', pg_catalog.current_setting('search_path'),
-    'role', current_user)::text);
+    'role', current_user,
+    -- Literals in DDL (defaults, partition bounds, check constraints) are
+    -- parsed with these; replay parses them the same way.
+    'settings', pg_catalog.json_build_object(
+      'DateStyle', pg_catalog.current_setting('DateStyle'),
+      'IntervalStyle', pg_catalog.current_setting('IntervalStyle'),
+      'TimeZone', pg_catalog.current_setting('TimeZone'),
+      'standard_conforming_strings', pg_catalog.current_setting('standard_conforming_strings'),
+      'lc_monetary', pg_catalog.current_setting('lc_monetary')))::text);
   -- Tables left without a key would make the primary's UPDATE/DELETE fail.
   FOR obj IN SELECT c.oid::regclass AS rel FROM pg_catalog.pg_event_trigger_ddl_commands() d
              JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) d.objid

@@ -359,7 +359,16 @@ func TestFidelity(t *testing.T) {
 	e.exec(`INSERT INTO measure VALUES (202, 'ap', 7); UPDATE measure SET v = v * 10 WHERE region = 'ap'`)
 	e.exec(`ALTER TABLE measure DETACH PARTITION measure_us`)
 	e.exec(`INSERT INTO measure_us VALUES (300, 'us', 1); INSERT INTO measure VALUES (301, 'us', 2); DELETE FROM measure_us WHERE id = 1`)
-	states = append(states, e.fidState("truncates, partitions"))
+	// Literals in DDL parse as the source session parsed them (the
+	// database's DateStyle SQL, DMY and TimeZone America/St_Johns above):
+	// '03/04/2026' is the 3rd of April, and the partition bounds are St
+	// John's midnights, so the first row belongs to January.
+	e.exec(`CREATE TABLE ev_tz (at timestamptz NOT NULL, v int) PARTITION BY RANGE (at);
+		CREATE TABLE ev_tz_jan PARTITION OF ev_tz FOR VALUES FROM ('2026-01-01 00:00') TO ('2026-02-01 00:00');
+		CREATE TABLE ev_tz_rest PARTITION OF ev_tz DEFAULT`)
+	e.exec(`INSERT INTO ev_tz VALUES ('2026-01-31 23:30', 1), ('2026-01-01 00:10', 2), ('2026-02-01 00:30', 3)`)
+	e.exec(`ALTER TABLE gen ADD COLUMN d date DEFAULT '03/04/2026'; INSERT INTO gen (a) VALUES (40)`)
+	states = append(states, e.fidState("truncates, partitions, DDL literals"))
 
 	// 3. One transaction far beyond logical_decoding_work_mem (64kB): the
 	// server spills it to disk and sends it at commit.

@@ -348,8 +348,18 @@ func (a *applier) message(ctx context.Context, c *wal.Change) error {
 				return err
 			}
 		}
+		// A default '03/04/2026' or a partition bound '2026-01-01 00:00' on
+		// timestamptz means what the source session's DateStyle and TimeZone
+		// made of it; parse it the same way, then pin the row-value settings
+		// again for the changes that follow.
+		if err := a.setLocal(ctx, m.Settings); err != nil {
+			return err
+		}
 		if _, err := a.conn.Exec(ctx, stmt).ReadAll(); err != nil {
 			return fmt.Errorf("replay DDL %q: %w", truncate(stmt, 200), err)
+		}
+		if err := a.repin(ctx, m.Settings); err != nil {
+			return err
 		}
 		if asRole {
 			if err := a.exec(ctx, "RESET ROLE"); err != nil {
@@ -396,6 +406,32 @@ func (a *applier) columnTypes(ctx context.Context, c *wal.Change) (columnTypes, 
 	}
 	a.types[key] = t
 	return t, nil
+}
+
+// setLocal sets the recorded session settings of a DDL statement for the
+// rest of the target transaction. Only settings that parse text are
+// accepted, so a forged message cannot change anything else.
+func (a *applier) setLocal(ctx context.Context, settings map[string]string) error {
+	for name, value := range settings {
+		if _, ok := wal.TextSetting(name); !ok {
+			continue
+		}
+		if _, err := a.conn.ExecParams(ctx, "SELECT pg_catalog.set_config($1, $2, true)", [][]byte{[]byte(name), []byte(value)}, nil, nil, nil).Close(); err != nil {
+			return fmt.Errorf("set %s = %q for DDL: %w", name, value, err)
+		}
+	}
+	return nil
+}
+
+// repin puts back the pinned text settings that setLocal changed.
+func (a *applier) repin(ctx context.Context, settings map[string]string) error {
+	pinned := map[string]string{}
+	for name := range settings {
+		if v, ok := wal.TextSetting(name); ok {
+			pinned[name] = v
+		}
+	}
+	return a.setLocal(ctx, pinned)
 }
 
 func (a *applier) roleExists(ctx context.Context, role string) bool {

@@ -19,6 +19,9 @@ type ddlMessage struct {
 	SearchPath string `json:"search_path"`
 	Role       string `json:"role"`
 	Synthetic  bool   `json:"synthetic"` // made by the trigger itself (REPLICA IDENTITY FULL)
+	// Settings that parse literals (DateStyle, TimeZone, ...) as they were
+	// in the session that ran the DDL; absent in older archives.
+	Settings map[string]string `json:"settings"`
 }
 
 // statement returns the DDL statement the message stands for.

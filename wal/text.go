@@ -36,6 +36,16 @@ func PinTextSettings(params map[string]string) {
 	}
 }
 
+// TextSetting returns the pinned value of one of those settings.
+func TextSetting(name string) (string, bool) {
+	for _, s := range textSettings {
+		if s[0] == name {
+			return s[1], true
+		}
+	}
+	return "", false
+}
+
 // TextSettingsSQL returns SET LOCAL statements for the same settings, for
 // SQL scripts that wayback writes for others to run (undo).
 func TextSettingsSQL() string {
