@@ -359,7 +359,12 @@ func TestFidelity(t *testing.T) {
 		CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
 		CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
 		INSERT INTO events (at, v) SELECT DATE '2025-06-01' + g * 3, 'e' || g FROM generate_series(1, 100) g;
-		CREATE TABLE big (id int PRIMARY KEY, v text)`)
+		CREATE TABLE big (id int PRIMARY KEY, v text);
+		CREATE TABLE inh_parent (id int PRIMARY KEY, v text);
+		CREATE TABLE inh_child (extra int) INHERITS (inh_parent); ALTER TABLE inh_child ADD PRIMARY KEY (id);
+		INSERT INTO inh_parent VALUES (1, 'p1'), (2, 'p2'), (3, 'p3'); INSERT INTO inh_child VALUES (1, 'c1', 0), (2, 'c2', 0), (3, 'c3', 0);
+		CREATE TABLE inh_bag (a int, b text); CREATE TABLE inh_bag_child () INHERITS (inh_bag);
+		INSERT INTO inh_bag VALUES (1, 'same'), (2, 'same'); INSERT INTO inh_bag_child VALUES (1, 'same'), (2, 'same')`)
 
 	e.mustRun("setup", "--replica-identity-full")
 	// FOR ALL TABLES without publish_via_partition_root: changes arrive
@@ -371,7 +376,7 @@ func TestFidelity(t *testing.T) {
 	if got := e.query1(`SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_publication_tables WHERE pubname = 'wayback' AND tablename LIKE 'measure%'`); got != "measure_eu,measure_other,measure_us" {
 		t.Fatalf("published partitions of measure: %s", got)
 	}
-	for _, tbl := range []string{"types_nokey", "dup", "toasty_full"} {
+	for _, tbl := range []string{"types_nokey", "dup", "toasty_full", "inh_bag", "inh_bag_child"} {
 		if got := e.query1(`SELECT relreplident::text FROM pg_class WHERE relname = $1`, tbl); got != "f" {
 			t.Fatalf("setup left %s with replica identity %q, want f (FULL)", tbl, got)
 		}
@@ -418,13 +423,19 @@ func TestFidelity(t *testing.T) {
 		DELETE FROM dup WHERE ctid = (SELECT min(ctid) FROM dup WHERE a = 2);
 		UPDATE dup SET a = 30 WHERE ctid = (SELECT max(ctid) FROM dup WHERE a = 3);
 		INSERT INTO dup VALUES (4, 'z'), (4, 'z')`)
-	states = append(states, e.fidState("types, TOAST, NULL/empty, generated, duplicates"))
+	// Plain inheritance: a change to the parent's own row must not touch
+	// the child's row with the same values.
+	e.exec(`UPDATE ONLY inh_parent SET v = 'p1x' WHERE id = 1; DELETE FROM ONLY inh_parent WHERE id = 2;
+		UPDATE inh_child SET v = v || '!' WHERE id = 3;
+		UPDATE ONLY inh_bag SET b = 'changed' WHERE a = 1; DELETE FROM ONLY inh_bag WHERE a = 2`)
+	states = append(states, e.fidState("types, TOAST, NULL/empty, generated, duplicates, inheritance"))
 
 	// 2. TRUNCATE in every form, partitions.
 	e.exec(`TRUNCATE t_plain; INSERT INTO t_plain (v) VALUES ('after plain truncate')`)
 	e.exec(`TRUNCATE t_a, t_b; INSERT INTO t_b VALUES (42)`)
 	e.exec(`TRUNCATE t_parent CASCADE; INSERT INTO t_parent VALUES (7); INSERT INTO t_child VALUES (1, 7)`)
 	e.exec(`TRUNCATE t_ident RESTART IDENTITY; INSERT INTO t_ident (v) VALUES ('one'), ('two'), ('three')`)
+	e.exec(`TRUNCATE ONLY inh_parent; INSERT INTO inh_parent VALUES (9, 'p9')`)
 	e.exec(`TRUNCATE events; INSERT INTO events (at, v) VALUES ('2026-05-05', 'after truncate'), ('2025-05-05', 'old year')`)
 	e.exec(`INSERT INTO measure VALUES (100, 'eu', 1), (101, 'us', 1), (102, 'zz', 1);
 		UPDATE measure SET region = 'us' WHERE id IN (3, 100);
@@ -444,7 +455,14 @@ func TestFidelity(t *testing.T) {
 		CREATE TABLE ev_tz_rest PARTITION OF ev_tz DEFAULT`)
 	e.exec(`INSERT INTO ev_tz VALUES ('2026-01-31 23:30', 1), ('2026-01-01 00:10', 2), ('2026-02-01 00:30', 3)`)
 	e.exec(`ALTER TABLE gen ADD COLUMN d date DEFAULT '03/04/2026'; INSERT INTO gen (a) VALUES (40)`)
-	states = append(states, e.fidState("truncates, partitions, DDL literals"))
+	// A keyless table with a type from its own schema, created and changed
+	// in one transaction under another search_path, changed again later
+	// under the default one: replay must name the type the same way in
+	// both.
+	e.exec(`CREATE SCHEMA fs; SET search_path = fs, public; CREATE TYPE kind AS ENUM ('a', 'b'); CREATE TABLE bag (k kind, n int);
+		INSERT INTO bag VALUES ('a', 1), ('a', 1), ('b', 2); UPDATE bag SET n = 3 WHERE k = 'b'`)
+	e.exec(`UPDATE fs.bag SET n = 4 WHERE k = 'b'; DELETE FROM fs.bag WHERE ctid = (SELECT min(ctid) FROM fs.bag WHERE k = 'a')`)
+	states = append(states, e.fidState("truncates, partitions, DDL literals, search_path"))
 
 	// 3. One transaction far beyond logical_decoding_work_mem (64kB): the
 	// server spills it to disk and sends it at commit.

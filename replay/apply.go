@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -91,7 +92,7 @@ func Apply(ctx context.Context, dsn string, start wal.LSN, target pitr.Target, s
 		opts.OnConflict = ConflictStop
 	}
 	sum := &Summary{}
-	a := &applier{conn: conn.PgConn(), prepared: map[string]string{}, types: map[string]columnTypes{}, opts: opts, sum: sum}
+	a := &applier{conn: conn.PgConn(), prepared: map[string]string{}, tables: targetTables{}, opts: opts, sum: sum}
 	next := start // commit LSNs below this are in the base backup or already applied
 	dec := wal.NewDecoder()
 	for _, seg := range segs {
@@ -160,8 +161,8 @@ func Apply(ctx context.Context, dsn string, start wal.LSN, target pitr.Target, s
 
 type applier struct {
 	conn     *pgconn.PgConn
-	prepared map[string]string      // SQL text -> statement name
-	types    map[string]columnTypes // "schema.table" -> its column types on the target
+	prepared map[string]string // SQL text -> statement name
+	tables   targetTables      // cache of the target's tables, cleared by DDL
 	opts     Options
 	sum      *Summary
 	batch    []queued
@@ -215,12 +216,12 @@ func (a *applier) apply(ctx context.Context, txn *wal.Txn) error {
 			}
 			continue
 		}
-		types, err := a.columnTypes(ctx, c)
+		tables, err := a.targetTables(ctx, c)
 		if err != nil {
 			a.rollback(ctx)
 			return txnErr(txn, err)
 		}
-		s, err := buildChange(c, types)
+		s, err := buildChange(c, tables)
 		if err != nil {
 			a.rollback(ctx)
 			return txnErr(txn, err)
@@ -372,7 +373,7 @@ func (a *applier) message(ctx context.Context, c *wal.Change) error {
 			return err
 		}
 		clear(a.prepared)
-		clear(a.types)
+		clear(a.tables)
 	case SequencePrefix:
 		snap, err := parseSequences(c.Content)
 		if err != nil {
@@ -383,29 +384,49 @@ func (a *applier) message(ctx context.Context, c *wal.Change) error {
 	return nil
 }
 
-// columnTypes returns the target's column types of the table an UPDATE or
-// DELETE changes (nil for other changes), cached until the next DDL. The
-// lookup runs outside the pending batch; the batch holds no DDL (DDL is
+// targetTables describes, from the target's catalog, the tables an UPDATE,
+// DELETE or TRUNCATE changes (nil for inserts), cached until the next DDL.
+// The lookup runs outside the pending batch; the batch holds no DDL (DDL is
 // flushed and run on its own), so the catalog it reads is current.
-func (a *applier) columnTypes(ctx context.Context, c *wal.Change) (columnTypes, error) {
-	if c.Rel == nil || (c.Op != wal.OpUpdate && c.Op != wal.OpDelete) {
+func (a *applier) targetTables(ctx context.Context, c *wal.Change) (targetTables, error) {
+	var rels []*wal.Relation
+	switch {
+	case c.Op == wal.OpTruncate:
+		rels = c.Truncated
+	case c.Rel != nil && (c.Op == wal.OpUpdate || c.Op == wal.OpDelete):
+		rels = []*wal.Relation{c.Rel}
+	default:
 		return nil, nil
 	}
-	key := c.Rel.QualifiedName()
-	if t, ok := a.types[key]; ok {
-		return t, nil
+	for _, r := range rels {
+		key := r.QualifiedName()
+		if _, ok := a.tables[key]; ok {
+			continue
+		}
+		// format_type names a type without its schema when the schema is
+		// on search_path, and a DDL transaction runs with the search_path
+		// its source session had: look up with an empty search_path so
+		// every name is qualified and means the same in any transaction.
+		results, err := a.conn.Exec(ctx, `SELECT pg_catalog.set_config('wayback.search_path', pg_catalog.current_setting('search_path'), true),
+				pg_catalog.set_config('search_path', '', true);
+			SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), c.relkind::text
+			FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+			WHERE c.oid = '`+strings.ReplaceAll(quoteRel(r), "'", "''")+`'::pg_catalog.regclass;
+			SELECT pg_catalog.set_config('search_path', pg_catalog.current_setting('wayback.search_path'), true)`).ReadAll()
+		if err != nil {
+			return nil, fmt.Errorf("look up table %s on the target: %w", key, err)
+		}
+		res := results[1]
+		t := &targetTable{types: map[string]string{}}
+		for _, row := range res.Rows {
+			if row[0] != nil {
+				t.types[string(row[0])] = string(row[1])
+			}
+			t.partitioned = string(row[2]) == "p"
+		}
+		a.tables[key] = t
 	}
-	res := a.conn.ExecParams(ctx, `SELECT attname, pg_catalog.format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute
-		WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped`, [][]byte{[]byte(quoteRel(c.Rel))}, nil, nil, nil).Read()
-	if res.Err != nil {
-		return nil, fmt.Errorf("look up column types of %s on the target: %w", key, res.Err)
-	}
-	t := columnTypes{}
-	for _, row := range res.Rows {
-		t[string(row[0])] = string(row[1])
-	}
-	a.types[key] = t
-	return t, nil
+	return a.tables, nil
 }
 
 // setLocal sets the recorded session settings of a DDL statement for the
@@ -503,11 +524,11 @@ func (a *applier) applyCareful(ctx context.Context, txn *wal.Txn) error {
 			}
 			continue
 		}
-		types, err := a.columnTypes(ctx, c)
+		tables, err := a.targetTables(ctx, c)
 		if err != nil {
 			return fail(err)
 		}
-		s, err := buildChange(c, types)
+		s, err := buildChange(c, tables)
 		if err != nil {
 			return fail(err)
 		}
@@ -563,15 +584,16 @@ func (a *applier) blame(xid uint32, c *wal.Change) string {
 func (a *applier) overwrite(ctx context.Context, c *wal.Change) (string, error) {
 	switch c.Op {
 	case wal.OpInsert:
-		types, err := a.columnTypes(ctx, c)
+		del := &wal.Change{Op: wal.OpDelete, Rel: c.Rel, OldKind: 'K', Old: c.New}
+		tables, err := a.targetTables(ctx, del)
 		if err != nil {
 			return "", err
 		}
-		del, err := buildDelete(&wal.Change{Op: wal.OpDelete, Rel: c.Rel, OldKind: 'K', Old: c.New}, types)
+		s, err := buildDelete(del, tables)
 		if err != nil {
 			return "", err
 		}
-		if _, err := a.execOne(ctx, del); err != nil {
+		if _, err := a.execOne(ctx, s); err != nil {
 			return "", err
 		}
 		if _, err := a.execOne(ctx, buildInsert(c)); err != nil {

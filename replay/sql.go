@@ -28,25 +28,54 @@ func quoteRel(r *wal.Relation) string { return pgx.Identifier{r.Namespace, r.Nam
 
 func quoteCol(name string) string { return pgx.Identifier{name}.Sanitize() }
 
-// columnTypes maps a target table's column names to their SQL types
-// (format_type, with typmod), so that parameters of row-matching
-// conditions can be typed explicitly: the server cannot infer a
-// composite's type from "col = $1", and REPLICA IDENTITY FULL matching
-// compares typed values (see where).
-type columnTypes map[string]string
+// targetTable is what replay needs to know of a table on the target.
+type targetTable struct {
+	// types maps column names to their SQL types (format_type, with
+	// typmod), so that parameters of row-matching conditions can be typed
+	// explicitly: the server cannot infer a composite's type from
+	// "col = $1", and REPLICA IDENTITY FULL matching compares typed values
+	// (see where).
+	types map[string]string
+	// partitioned: a partitioned parent (relkind 'p'), which changes reach
+	// only when the publication publishes via the root.
+	partitioned bool
+}
 
-// buildChange turns one change into SQL; types are the target table's
-// column types (nil: parameters are left untyped).
-func buildChange(c *wal.Change, types columnTypes) (stmt, error) {
+// targetTables holds targetTable by "schema.table"; a missing entry means
+// an ordinary table with untyped parameters.
+type targetTables map[string]*targetTable
+
+func (t targetTables) types(r *wal.Relation) map[string]string {
+	if tt := t[r.QualifiedName()]; tt != nil {
+		return tt.types
+	}
+	return nil
+}
+
+// only is "ONLY " for every table but a partitioned parent. pgoutput names
+// the table whose row changed; without ONLY, an UPDATE, DELETE or TRUNCATE
+// of a plain-inheritance parent would reach its children's rows too.
+// A partitioned parent holds no rows itself, so there the change must
+// recurse into the partitions.
+func (t targetTables) only(r *wal.Relation) string {
+	if tt := t[r.QualifiedName()]; tt != nil && tt.partitioned {
+		return ""
+	}
+	return "ONLY "
+}
+
+// buildChange turns one change into SQL; tables describes the tables it
+// touches on the target.
+func buildChange(c *wal.Change, tables targetTables) (stmt, error) {
 	switch c.Op {
 	case wal.OpInsert:
 		return buildInsert(c), nil
 	case wal.OpUpdate:
-		return buildUpdate(c, types)
+		return buildUpdate(c, tables)
 	case wal.OpDelete:
-		return buildDelete(c, types)
+		return buildDelete(c, tables)
 	case wal.OpTruncate:
-		return buildTruncate(c), nil
+		return buildTruncate(c, tables), nil
 	}
 	return stmt{}, fmt.Errorf("cannot replay %s change", c.Op)
 }
@@ -103,7 +132,8 @@ func identity(c *wal.Change) wal.Tuple {
 // the replay change a different row than the source did, or fail. Two NULLs
 // are equal under *=, so NULL columns need no IS NULL. Identical rows are
 // interchangeable, so one of them (LIMIT 1) is changed.
-func where(c *wal.Change, types columnTypes, params [][]byte) (string, [][]byte, error) {
+func where(c *wal.Change, tables targetTables, params [][]byte) (string, [][]byte, error) {
+	types := tables.types(c.Rel)
 	old := identity(c)
 	full := c.Rel.ReplicaIdentity == 'f'
 	var conds, left, right []string
@@ -141,7 +171,7 @@ func where(c *wal.Change, types columnTypes, params [][]byte) (string, [][]byte,
 		}
 	}
 	if full && len(left) > 0 {
-		return "ctid = (SELECT ctid FROM " + quoteRel(c.Rel) + " WHERE pg_catalog.record_image_eq(ROW(" + strings.Join(left, ", ") + "), ROW(" +
+		return "ctid = (SELECT ctid FROM " + tables.only(c.Rel) + quoteRel(c.Rel) + " WHERE pg_catalog.record_image_eq(ROW(" + strings.Join(left, ", ") + "), ROW(" +
 			strings.Join(right, ", ") + ")) LIMIT 1)", params, nil
 	}
 	if len(conds) == 0 {
@@ -150,7 +180,7 @@ func where(c *wal.Change, types columnTypes, params [][]byte) (string, [][]byte,
 	return strings.Join(conds, " AND "), params, nil
 }
 
-func buildUpdate(c *wal.Change, types columnTypes) (stmt, error) {
+func buildUpdate(c *wal.Change, tables targetTables) (stmt, error) {
 	var set strings.Builder
 	var params [][]byte
 	for i, v := range c.New {
@@ -169,11 +199,11 @@ func buildUpdate(c *wal.Change, types columnTypes) (stmt, error) {
 	if len(params) == 0 {
 		return stmt{}, nil
 	}
-	cond, params, err := where(c, types, params)
+	cond, params, err := where(c, tables, params)
 	if err != nil {
 		return stmt{}, err
 	}
-	return stmt{sql: "UPDATE " + quoteRel(c.Rel) + " SET " + set.String() + " WHERE " + cond, params: params, wantOne: true, change: c}, nil
+	return stmt{sql: "UPDATE " + tables.only(c.Rel) + quoteRel(c.Rel) + " SET " + set.String() + " WHERE " + cond, params: params, wantOne: true, change: c}, nil
 }
 
 // unchanged reports whether column i provably has the same value before and
@@ -193,18 +223,18 @@ func unchanged(c *wal.Change, i int) bool {
 	return o.Kind == n.Kind && (o.Kind == wal.KindNull || (o.Kind == wal.KindText && string(o.Data) == string(n.Data)))
 }
 
-func buildDelete(c *wal.Change, types columnTypes) (stmt, error) {
-	cond, params, err := where(c, types, nil)
+func buildDelete(c *wal.Change, tables targetTables) (stmt, error) {
+	cond, params, err := where(c, tables, nil)
 	if err != nil {
 		return stmt{}, err
 	}
-	return stmt{sql: "DELETE FROM " + quoteRel(c.Rel) + " WHERE " + cond, params: params, wantOne: true, change: c}, nil
+	return stmt{sql: "DELETE FROM " + tables.only(c.Rel) + quoteRel(c.Rel) + " WHERE " + cond, params: params, wantOne: true, change: c}, nil
 }
 
-func buildTruncate(c *wal.Change) stmt {
+func buildTruncate(c *wal.Change, tables targetTables) stmt {
 	names := make([]string, len(c.Truncated))
 	for i, r := range c.Truncated {
-		names[i] = quoteRel(r)
+		names[i] = tables.only(r) + quoteRel(r)
 	}
 	sql := "TRUNCATE " + strings.Join(names, ", ")
 	if c.TruncateOptions&wal.TruncateRestartIdentity != 0 {

@@ -1,0 +1,45 @@
+package replay
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/wayback-pitr/wayback/wal"
+)
+
+// TestRowMatching: keyed tables match by key with typed parameters; FULL
+// tables by binary row image; every table but a partitioned parent with
+// ONLY, so an inheritance parent's change never reaches its children.
+func TestRowMatching(t *testing.T) {
+	keyed := &wal.Relation{Namespace: "s", Name: "t", ReplicaIdentity: 'd', Columns: []wal.Column{{Name: "id", Key: true}, {Name: "c"}}}
+	full := &wal.Relation{Namespace: "s", Name: "bag", ReplicaIdentity: 'f', Columns: []wal.Column{{Name: "a", Key: true}, {Name: "b", Key: true}}}
+	root := &wal.Relation{Namespace: "s", Name: "root", ReplicaIdentity: 'd', Columns: []wal.Column{{Name: "id", Key: true}}}
+	tables := targetTables{
+		"s.t":    {types: map[string]string{"id": "s.pair", "c": "text"}},
+		"s.bag":  {types: map[string]string{"a": "box", "b": "citext"}},
+		"s.root": {partitioned: true, types: map[string]string{"id": "integer"}},
+	}
+	text := func(s string) wal.Value { return wal.Value{Kind: wal.KindText, Data: []byte(s)} }
+	cases := []struct {
+		c    *wal.Change
+		want string
+	}{
+		{&wal.Change{Op: wal.OpDelete, Rel: keyed, OldKind: 'K', Old: wal.Tuple{text("(1,x)"), {Kind: wal.KindNull}}},
+			`DELETE FROM ONLY "s"."t" WHERE "id" = $1::s.pair`},
+		{&wal.Change{Op: wal.OpUpdate, Rel: full, OldKind: 'O', Old: wal.Tuple{text("(1,1),(0,0)"), {Kind: wal.KindNull}}, New: wal.Tuple{text("(1,1),(0,0)"), text("x")}},
+			`UPDATE ONLY "s"."bag" SET "b" = $1 WHERE ctid = (SELECT ctid FROM ONLY "s"."bag" WHERE pg_catalog.record_image_eq(ROW("a", "b"), ROW($2::box, NULL::citext)) LIMIT 1)`},
+		{&wal.Change{Op: wal.OpDelete, Rel: root, OldKind: 'K', Old: wal.Tuple{text("1")}},
+			`DELETE FROM "s"."root" WHERE "id" = $1::integer`},
+		{&wal.Change{Op: wal.OpTruncate, Truncated: []*wal.Relation{keyed, root}, TruncateOptions: wal.TruncateCascade | wal.TruncateRestartIdentity},
+			`TRUNCATE ONLY "s"."t", "s"."root" RESTART IDENTITY CASCADE`},
+	}
+	for _, tc := range cases {
+		s, err := buildChange(tc.c, tables)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Join(strings.Fields(s.sql), " ") != tc.want {
+			t.Errorf("%s:\n got %s\nwant %s", tc.c.Op, s.sql, tc.want)
+		}
+	}
+}
