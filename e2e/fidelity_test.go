@@ -37,6 +37,10 @@ func allBytes() string {
 // xml alike, so there is nothing to replay; bytea carries byte 0 instead.
 func fidelityColumns() []typeColumn {
 	return []typeColumn{
+		{"flag", "boolean", []string{`true`, `false`}},
+		{"chr", `"char"`, []string{`'a'`, `E'\\001'`, `''`}},
+		{"nm", "name", []string{`'a name with spaces'`, `'ÄÖÜ'`}},
+		{"numinf", "numeric", []string{`'Infinity'`, `'-Infinity'`, `'-0'`}},
 		{"num", "numeric", []string{`'NaN'`, `'0'`, `'-0.000'`, `'1.50'`, `'1.5'`, `'123456789012345678901234567890.123456789012345678901234567890'`, `'1e-300'`, `'-9.99e+500'`}},
 		{"numneg", "numeric(7,-2)", []string{`'12345'`, `'-99999'`, `'0'`}},
 		{"f4", "real", []string{`'NaN'`, `'Infinity'`, `'-Infinity'`, `'-0'`, `'0'`, `'1.17549435e-38'`, `'3.4028235e38'`, `'0.1'`, `'1e-45'`}},
@@ -91,6 +95,11 @@ func fidelityColumns() []typeColumn {
 		{"rt", "regtype", []string{`'integer'`, `'timestamp with time zone'`}},
 		{"lsn", "pg_lsn", []string{`'16/B374D848'`, `'0/0'`, `'FFFFFFFF/FFFFFFFF'`}},
 		{"x", "xid", []string{`'12345'`, `'4294967295'`}},
+		{"x8", "xid8", []string{`'18446744073709551615'`, `'0'`}},
+		{"snap", "pg_snapshot", []string{`'10:20:10,14,15'`, `'1:1:'`}},
+		{"rp", "regproc", []string{`'now'`, `'pg_catalog.int4in'`}},
+		{"rn", "regnamespace", []string{`'pg_catalog'`, `'public'`}},
+		{"ov", "oidvector", []string{`'1 2 3'`, `''`}},
 		{"ci", "citext", []string{`'MiXeD'`, `'mixed'`, `'Straße'`}},
 		{"hs", "hstore", []string{`'"a"=>"1", "b"=>NULL, "c d"=>"e\"f"'`, `''`}},
 	}
@@ -468,7 +477,9 @@ func TestFidelity(t *testing.T) {
 	// server spills it to disk and sends it at commit.
 	spilledBefore := e.spilled()
 	e.exec(`BEGIN; INSERT INTO big SELECT g, 'row ' || g FROM generate_series(1, 50000) g;
-		UPDATE big SET v = v || '!' WHERE id % 10 = 0; DELETE FROM big WHERE id % 100 = 1; COMMIT`)
+		UPDATE big SET v = v || '!' WHERE id % 10 = 0; DELETE FROM big WHERE id % 100 = 1;
+		INSERT INTO toasty SELECT g, ` + bigText + `, decode(` + bigText + `, 'hex'), g FROM generate_series(7, 9) g;
+		UPDATE toasty SET small = small + 1; UPDATE toasty SET id = id + 1000 WHERE id = 6; COMMIT`)
 	e.exec(`INSERT INTO gen (a) VALUES (77); INSERT INTO t_plain (v) VALUES ('last')`)
 	states = append(states, e.fidState("large spilled transaction"))
 
