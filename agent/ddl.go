@@ -72,7 +72,15 @@ BEGIN
       'IntervalStyle', pg_catalog.current_setting('IntervalStyle'),
       'TimeZone', pg_catalog.current_setting('TimeZone'),
       'standard_conforming_strings', pg_catalog.current_setting('standard_conforming_strings'),
-      'lc_monetary', pg_catalog.current_setting('lc_monetary')))::text);
+      'lc_monetary', pg_catalog.current_setting('lc_monetary')),
+    -- CREATE TABLE AS and SELECT INTO: the table whose rows the stream
+    -- carries ahead of this message.
+    'tables', (SELECT pg_catalog.json_agg(pg_catalog.json_build_object('s', n.nspname, 'n', c.relname))
+               FROM pg_catalog.pg_event_trigger_ddl_commands() d
+               JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) d.objid
+               JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+               WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+                 AND d.command_tag OPERATOR(pg_catalog.=) ANY (ARRAY['CREATE TABLE AS', 'SELECT INTO'])))::text);
   -- Tables left without a key would make the primary's UPDATE/DELETE fail.
   FOR obj IN SELECT c.oid::regclass AS rel FROM pg_catalog.pg_event_trigger_ddl_commands() d
              JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) d.objid

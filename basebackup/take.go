@@ -126,6 +126,13 @@ func Take(ctx context.Context, fan *store.Fanout, opts Options) (*Manifest, erro
 		if err := cmd.Run(); err != nil {
 			return nil, fmt.Errorf("pg_dump --section=%s: %v: %s", sec.section, err, strings.TrimSpace(stderr.String()))
 		}
+		if sec.section == "post-data" {
+			refresh, err := refreshMatViews(ctx, conn)
+			if err != nil {
+				return nil, err
+			}
+			out.WriteString(refresh)
+		}
 		ref, err := storeStream(ctx, fan, spool, prefix+sec.section+".sql.lz4", func(w io.Writer) error {
 			_, err := w.Write(out.Bytes())
 			return err
@@ -189,6 +196,39 @@ func Take(ctx context.Context, fan *store.Fanout, opts Options) (*Manifest, erro
 	log.Info("base backup finished", zap.Int("tables", len(m.Tables)), zap.Int64("rows", m.Rows()),
 		zap.Int64("bytes", m.Size()), zap.Duration("took", m.FinishedAt.Sub(started)))
 	return m, nil
+}
+
+// refreshMatViews returns REFRESH MATERIALIZED VIEW statements for every
+// materialized view that is populated in the snapshot, views that others
+// read from first. A schema-only pg_dump creates every materialized view
+// WITH NO DATA, and their contents are in no stream; refreshing them at the
+// end of the load gives them the contents as of the backup's snapshot.
+// Later REFRESHes on the source are DDL and replay at their place.
+func refreshMatViews(ctx context.Context, conn *pgx.Conn) (string, error) {
+	rows, err := conn.Query(ctx, `WITH RECURSIVE mv AS (
+			SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+			WHERE c.relkind = 'm' AND c.relispopulated AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'wayback')),
+		deps AS (
+			SELECT DISTINCT r.ev_class AS mv, d.refobjid AS dep FROM pg_rewrite r
+			JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid AND d.refclassid = 'pg_class'::regclass
+			WHERE r.ev_class IN (SELECT oid FROM mv) AND d.refobjid IN (SELECT oid FROM mv) AND d.refobjid <> r.ev_class),
+		lvl(oid, depth) AS (
+			SELECT oid, 0 FROM mv
+			UNION ALL SELECT deps.mv, lvl.depth + 1 FROM lvl JOIN deps ON deps.dep = lvl.oid WHERE lvl.depth < 100)
+		SELECT format('REFRESH MATERIALIZED VIEW %I.%I;', n.nspname, c.relname)
+		FROM lvl JOIN pg_class c ON c.oid = lvl.oid JOIN pg_namespace n ON n.oid = c.relnamespace
+		GROUP BY n.nspname, c.relname ORDER BY max(lvl.depth), 1`)
+	if err != nil {
+		return "", fmt.Errorf("list materialized views: %w", err)
+	}
+	stmts, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return "", fmt.Errorf("list materialized views: %w", err)
+	}
+	if len(stmts) == 0 {
+		return "", nil
+	}
+	return "\n-- wayback: contents of populated materialized views as of the snapshot\n" + strings.Join(stmts, "\n") + "\n", nil
 }
 
 // beginSnapshot opens a connection reading under an exported snapshot.

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -145,8 +146,9 @@ func insertTypeRows(table string, cols []typeColumn, first, n, shift int) string
 // text, and each serial/identity column's next value.
 type fidState struct {
 	checkpoint
-	rows map[string][]string
-	next map[string]int64 // "schema.table.column" -> value nextval would return
+	rows  map[string][]string
+	next  map[string]int64  // "schema.table.column" -> value nextval would return
+	views map[string]string // materialized views' contents
 }
 
 // pinned makes text output independent of session settings.
@@ -273,7 +275,31 @@ func (e *env) fidState(name string) fidState {
 	for k := range cp.sums {
 		tables = append(tables, k)
 	}
-	return fidState{checkpoint: cp, rows: tableRows(e.t, e.dsn, tables), next: nextValues(e.t, e.dsn)}
+	return fidState{checkpoint: cp, rows: tableRows(e.t, e.dsn, tables), next: nextValues(e.t, e.dsn), views: e.matviews(e.dsn)}
+}
+
+// matviews returns every materialized view's rows as text (not populated:
+// "unpopulated").
+func (e *env) matviews(dsn string) map[string]string {
+	e.t.Helper()
+	names, err := testenv.QueryRows(e.t.Context(), dsn, `SELECT schemaname, matviewname, ispopulated::text FROM pg_matviews`)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, n := range names {
+		key := n[0] + "." + n[1]
+		if n[2] != "true" {
+			out[key] = "unpopulated"
+			continue
+		}
+		rows, err := testenv.QueryRows(e.t.Context(), dsn, `SELECT coalesce(string_agg(ROW(m.*)::text, ';' ORDER BY ROW(m.*)::text), '') FROM `+pgx.Identifier{n[0], n[1]}.Sanitize()+` m`)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		out[key] = rows[0][0]
+	}
+	return out
 }
 
 // assertSameRows compares restored rows with the source's, table by table,
@@ -369,6 +395,7 @@ func TestFidelity(t *testing.T) {
 		CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
 		INSERT INTO events (at, v) SELECT DATE '2025-06-01' + g * 3, 'e' || g FROM generate_series(1, 100) g;
 		CREATE TABLE big (id int PRIMARY KEY, v text);
+		CREATE MATERIALIZED VIEW mv_base AS SELECT count(*) AS n, sum(id) AS s FROM t_a;
 		CREATE TABLE inh_parent (id int PRIMARY KEY, v text);
 		CREATE TABLE inh_child (extra int) INHERITS (inh_parent); ALTER TABLE inh_child ADD PRIMARY KEY (id);
 		INSERT INTO inh_parent VALUES (1, 'p1'), (2, 'p2'), (3, 'p3'); INSERT INTO inh_child VALUES (1, 'c1', 0), (2, 'c2', 0), (3, 'c3', 0);
@@ -437,7 +464,13 @@ func TestFidelity(t *testing.T) {
 	e.exec(`UPDATE ONLY inh_parent SET v = 'p1x' WHERE id = 1; DELETE FROM ONLY inh_parent WHERE id = 2;
 		UPDATE inh_child SET v = v || '!' WHERE id = 3;
 		UPDATE ONLY inh_bag SET b = 'changed' WHERE a = 1; DELETE FROM ONLY inh_bag WHERE a = 2`)
-	states = append(states, e.fidState("types, TOAST, NULL/empty, generated, duplicates, inheritance"))
+	// Tables created with their rows: the rows arrive as INSERTs (before
+	// the DDL message, which fires at the command's end).
+	e.exec(`CREATE TABLE ctas AS SELECT id, v FROM t_plain WHERE id <= 5`)
+	e.exec(`SELECT id, v || '!' AS v INTO sel_into FROM t_plain WHERE id > 5`)
+	e.exec(`CREATE MATERIALIZED VIEW mv AS SELECT count(*) AS n, string_agg(v, ',' ORDER BY id) AS vs FROM t_plain`)
+	e.exec(`INSERT INTO ctas VALUES (99, 'later'); UPDATE sel_into SET v = 'x' WHERE id = 6`)
+	states = append(states, e.fidState("types, TOAST, NULL/empty, generated, duplicates, inheritance, CREATE TABLE AS"))
 
 	// 2. TRUNCATE in every form, partitions.
 	e.exec(`TRUNCATE t_plain; INSERT INTO t_plain (v) VALUES ('after plain truncate')`)
@@ -445,6 +478,7 @@ func TestFidelity(t *testing.T) {
 	e.exec(`TRUNCATE t_parent CASCADE; INSERT INTO t_parent VALUES (7); INSERT INTO t_child VALUES (1, 7)`)
 	e.exec(`TRUNCATE t_ident RESTART IDENTITY; INSERT INTO t_ident (v) VALUES ('one'), ('two'), ('three')`)
 	e.exec(`TRUNCATE ONLY inh_parent; INSERT INTO inh_parent VALUES (9, 'p9')`)
+	e.exec(`REFRESH MATERIALIZED VIEW mv; REFRESH MATERIALIZED VIEW mv_base`)
 	e.exec(`TRUNCATE events; INSERT INTO events (at, v) VALUES ('2026-05-05', 'after truncate'), ('2025-05-05', 'old year')`)
 	e.exec(`INSERT INTO measure VALUES (100, 'eu', 1), (101, 'us', 1), (102, 'zz', 1);
 		UPDATE measure SET region = 'us' WHERE id IN (3, 100);
@@ -506,6 +540,11 @@ func TestFidelity(t *testing.T) {
 			tables = append(tables, k)
 		}
 		assertSameRows(t, s.name, s.rows, tableRows(t, e.pg.DSN(db), tables))
+		// Materialized views: created from the base backup's schema or by
+		// replayed DDL, refreshed where the source refreshed them.
+		if got := e.matviews(e.pg.DSN(db)); !maps.Equal(got, s.views) {
+			t.Fatalf("%s: materialized views restored as %q, source had %q", s.name, got, s.views)
+		}
 		// Acceptance 3. The bound is the largest value the source's
 		// sequence had after T: its value now, unless RESTART IDENTITY
 		// lowered it since. Nothing handed out a value after the last

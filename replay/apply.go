@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -204,8 +205,9 @@ func (a *applier) apply(ctx context.Context, txn *wal.Txn) error {
 		a.batch = append(a.batch, queued{stmt: stmt{sql: "BEGIN"}, raw: true, txn: ref})
 		a.open, a.inGroup = true, 0
 	}
-	for i := range txn.Changes {
-		c := &txn.Changes[i]
+	changes := ctasFirst(txn.Changes)
+	for i := range changes {
+		c := &changes[i]
 		if c.Op == wal.OpMessage {
 			if err := a.flush(ctx); err != nil {
 				return err
@@ -241,6 +243,61 @@ func (a *applier) apply(ctx context.Context, txn *wal.Txn) error {
 		return a.commit(ctx)
 	}
 	return nil
+}
+
+// ctasFirst moves the DDL message of each CREATE TABLE AS or SELECT INTO
+// in front of the first change to a table it created. The event trigger
+// fires at the command's end, so the stream has the new table's INSERTs
+// before the DDL that creates it. changes is returned as is when nothing
+// moves.
+func ctasFirst(changes []wal.Change) []wal.Change {
+	var out []wal.Change
+	for k := range changes {
+		c := &changes[k]
+		if c.Op != wal.OpMessage || c.Prefix != DDLPrefix {
+			continue
+		}
+		m, err := parseDDL(c.Content)
+		if err != nil || !m.createsWithRows() || len(m.Tables) == 0 {
+			continue
+		}
+		if out == nil {
+			out = slices.Clone(changes)
+		}
+		// Earlier moves shifted positions: find the message (its content is
+		// unique within the transaction, n differs) and the first change
+		// it must precede.
+		pos := -1
+		first := -1
+		for j := range out {
+			if out[j].Op == wal.OpMessage && out[j].Prefix == DDLPrefix && string(out[j].Content) == string(c.Content) {
+				pos = j
+				break
+			}
+			if first < 0 && out[j].Rel != nil && createdBy(m, out[j].Rel) {
+				first = j
+			}
+		}
+		if pos < 0 || first < 0 {
+			continue
+		}
+		msg := out[pos]
+		copy(out[first+1:pos+1], out[first:pos])
+		out[first] = msg
+	}
+	if out == nil {
+		return changes
+	}
+	return out
+}
+
+func createdBy(m *ddlMessage, r *wal.Relation) bool {
+	for _, t := range m.Tables {
+		if t.Schema == r.Namespace && t.Name == r.Name {
+			return true
+		}
+	}
+	return false
 }
 
 func hasDDL(txn *wal.Txn) bool {
@@ -361,6 +418,16 @@ func (a *applier) message(ctx context.Context, c *wal.Change) error {
 		}
 		if err := a.repin(ctx, m.Settings); err != nil {
 			return err
+		}
+		if m.createsWithRows() {
+			// The rows the command just made on the target come again as
+			// the stream's INSERTs (moved after this message by
+			// ctasFirst): keep only those, which are exactly the source's.
+			for _, t := range m.Tables {
+				if err := a.exec(ctx, "TRUNCATE ONLY "+pgx.Identifier{t.Schema, t.Name}.Sanitize()); err != nil {
+					return err
+				}
+			}
 		}
 		if asRole {
 			if err := a.exec(ctx, "RESET ROLE"); err != nil {
@@ -516,8 +583,9 @@ func (a *applier) applyCareful(ctx context.Context, txn *wal.Txn) error {
 		a.exec(ctx, "ROLLBACK")
 		return txnErr(txn, err)
 	}
-	for i := range txn.Changes {
-		c := &txn.Changes[i]
+	changes := ctasFirst(txn.Changes)
+	for i := range changes {
+		c := &changes[i]
 		if c.Op == wal.OpMessage {
 			if err := a.message(ctx, c); err != nil {
 				return fail(err)

@@ -3,6 +3,7 @@ package replay
 import (
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strings"
 	"unicode"
 )
@@ -22,6 +23,20 @@ type ddlMessage struct {
 	// Settings that parse literals (DateStyle, TimeZone, ...) as they were
 	// in the session that ran the DDL; absent in older archives.
 	Settings map[string]string `json:"settings"`
+	// Tables a CREATE TABLE AS or SELECT INTO created (absent in older
+	// archives and for other commands).
+	Tables []struct {
+		Schema string `json:"s"`
+		Name   string `json:"n"`
+	} `json:"tables"`
+}
+
+// createsWithRows reports whether the command creates a table together
+// with its rows. Those rows are in the stream as INSERTs that precede the
+// DDL message (the event trigger fires at the command's end), so replay
+// runs the command first and empties what it created (see ctasFirst).
+func (m *ddlMessage) createsWithRows() bool {
+	return m.Tag == "CREATE TABLE AS" || m.Tag == "SELECT INTO"
 }
 
 // statement returns the DDL statement the message stands for.
@@ -31,7 +46,7 @@ func (m *ddlMessage) statement() (string, error) {
 	}
 	var ddl []string
 	for _, s := range splitStatements(m.Query) {
-		if isDDL(s) {
+		if isDDL(s) || isSelectInto(s) {
 			ddl = append(ddl, s)
 		}
 	}
@@ -60,6 +75,24 @@ var notDDL = map[string]bool{
 	"DEALLOCATE": true, "LISTEN": true, "UNLISTEN": true, "NOTIFY": true, "DISCARD": true,
 	"CHECKPOINT": true, "FETCH": true, "DECLARE": true, "CLOSE": true, "MOVE": true, "CLUSTER": true,
 	"REINDEX": true, "LOAD": true,
+}
+
+var (
+	quoted     = regexp.MustCompile(`'(?:[^']|'')*'|"(?:[^"]|"")*"`)
+	intoWord   = regexp.MustCompile(`(?i)(^|[^a-z0-9_$])into($|[^a-z0-9_$])`)
+	insertInto = regexp.MustCompile(`(?i)(^|[^a-z0-9_$])(insert|merge)\s+into($|[^a-z0-9_$])`)
+)
+
+// isSelectInto recognises SELECT ... INTO new_table (a DDL command, though
+// it starts with SELECT or WITH): INTO outside quotes, not part of INSERT
+// INTO or MERGE INTO.
+func isSelectInto(stmt string) bool {
+	word := strings.ToUpper(strings.TrimLeftFunc(stmt, func(r rune) bool { return unicode.IsSpace(r) || r == '(' }))
+	if !strings.HasPrefix(word, "SELECT") && !strings.HasPrefix(word, "WITH") {
+		return false
+	}
+	bare := quoted.ReplaceAllString(stmt, "''")
+	return intoWord.MatchString(bare) && !insertInto.MatchString(bare)
 }
 
 func isDDL(stmt string) bool {

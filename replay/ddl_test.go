@@ -41,3 +41,23 @@ func TestSplitStatements(t *testing.T) {
 		t.Fatal("a fifth DDL statement was found in a string with four")
 	}
 }
+
+func TestSelectIntoCountsAsDDL(t *testing.T) {
+	for s, want := range map[string]bool{
+		`SELECT a, b INTO new_t FROM t`:                      true,
+		`select * into temp x from t where v = 'a'`:          true,
+		`WITH w AS (SELECT 1) SELECT * INTO n FROM w`:        true,
+		`SELECT 'go into' FROM t`:                            false,
+		`SELECT "into" FROM t`:                               false,
+		`WITH w AS (SELECT 1) INSERT INTO t SELECT * FROM w`: false,
+		`SELECT pointinto FROM t`:                            false,
+	} {
+		if got := isSelectInto(s); got != want {
+			t.Errorf("isSelectInto(%q) = %v, want %v", s, got, want)
+		}
+	}
+	m := &ddlMessage{Query: `SELECT 1; SELECT a INTO n FROM t; CREATE INDEX ON n (a)`, N: 2, Tag: "CREATE INDEX"}
+	if s, err := m.statement(); err != nil || s != "CREATE INDEX ON n (a)" {
+		t.Fatalf("statement 2 = %q, %v", s, err)
+	}
+}

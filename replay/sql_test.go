@@ -43,3 +43,29 @@ func TestRowMatching(t *testing.T) {
 		}
 	}
 }
+
+// TestCTASFirst: the DDL message of CREATE TABLE AS moves in front of the
+// new table's INSERTs, which the stream carries before it; other changes
+// keep their order.
+func TestCTASFirst(t *testing.T) {
+	other := &wal.Relation{Namespace: "public", Name: "other"}
+	made := &wal.Relation{Namespace: "public", Name: "made"}
+	ddl := wal.Change{Op: wal.OpMessage, Prefix: DDLPrefix, Content: []byte(`{"query":"CREATE TABLE made AS SELECT 1","n":1,"tag":"CREATE TABLE AS","tables":[{"s":"public","n":"made"}]}`)}
+	in := []wal.Change{{Op: wal.OpInsert, Rel: other}, {Op: wal.OpInsert, Rel: made}, {Op: wal.OpInsert, Rel: made}, ddl, {Op: wal.OpInsert, Rel: made}}
+	got := ctasFirst(in)
+	want := []string{"insert other", "message", "insert made", "insert made", "insert made"}
+	for i, c := range got {
+		var d string
+		if c.Op == wal.OpMessage {
+			d = "message"
+		} else {
+			d = "insert " + c.Rel.Name
+		}
+		if d != want[i] {
+			t.Fatalf("change %d is %s, want %s (all: %v)", i, d, want[i], got)
+		}
+	}
+	if in[3].Op != wal.OpMessage {
+		t.Fatal("ctasFirst changed its input")
+	}
+}
