@@ -479,6 +479,18 @@ func TestFidelity(t *testing.T) {
 	e.exec(`TRUNCATE t_ident RESTART IDENTITY; INSERT INTO t_ident (v) VALUES ('one'), ('two'), ('three')`)
 	e.exec(`TRUNCATE ONLY inh_parent; INSERT INTO inh_parent VALUES (9, 'p9')`)
 	e.exec(`REFRESH MATERIALIZED VIEW mv; REFRESH MATERIALIZED VIEW mv_base`)
+	// Commands that cannot run in a transaction block on the source; replay
+	// runs every DDL inside one.
+	e.exec(`CREATE INDEX CONCURRENTLY t_plain_v ON t_plain (v)`)
+	e.exec(`CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS mv_n ON mv (n)`)
+	e.exec(`REFRESH MATERIALIZED VIEW CONCURRENTLY mv`)
+	e.exec(`DROP INDEX CONCURRENTLY t_plain_v`)
+	// An extension's script runs many DDL commands, each firing the
+	// capture trigger under the one query string; so does CREATE SCHEMA
+	// with elements. Only the outer statement replays.
+	e.exec(`CREATE EXTENSION pg_trgm; CREATE TABLE trgm (id int PRIMARY KEY, s text); CREATE INDEX trgm_s ON trgm USING gin (s gin_trgm_ops)`)
+	e.exec(`INSERT INTO trgm VALUES (1, 'hello'), (2, 'world')`)
+	e.exec(`CREATE SCHEMA elems CREATE TABLE e1 (id int PRIMARY KEY) CREATE VIEW v1 AS SELECT id FROM e1; INSERT INTO elems.e1 VALUES (1)`)
 	e.exec(`TRUNCATE events; INSERT INTO events (at, v) VALUES ('2026-05-05', 'after truncate'), ('2025-05-05', 'old year')`)
 	e.exec(`INSERT INTO measure VALUES (100, 'eu', 1), (101, 'us', 1), (102, 'zz', 1);
 		UPDATE measure SET region = 'us' WHERE id IN (3, 100);
@@ -489,6 +501,8 @@ func TestFidelity(t *testing.T) {
 	e.exec(`INSERT INTO measure VALUES (202, 'ap', 7); UPDATE measure SET v = v * 10 WHERE region = 'ap'`)
 	e.exec(`ALTER TABLE measure DETACH PARTITION measure_us`)
 	e.exec(`INSERT INTO measure_us VALUES (300, 'us', 1); INSERT INTO measure VALUES (301, 'us', 2); DELETE FROM measure_us WHERE id = 1`)
+	e.exec(`ALTER TABLE events DETACH PARTITION events_2025 CONCURRENTLY`)
+	e.exec(`INSERT INTO events_2025 (at, v) VALUES ('2025-12-31', 'detached')`)
 	// Literals in DDL parse as the source session parsed them (the
 	// database's DateStyle SQL, DMY and TimeZone America/St_Johns above):
 	// '03/04/2026' is the 3rd of April, and the partition bounds are St

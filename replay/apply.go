@@ -206,13 +206,14 @@ func (a *applier) apply(ctx context.Context, txn *wal.Txn) error {
 		a.open, a.inGroup = true, 0
 	}
 	changes := ctasFirst(txn.Changes)
+	steps := planDDL(changes)
 	for i := range changes {
 		c := &changes[i]
 		if c.Op == wal.OpMessage {
 			if err := a.flush(ctx); err != nil {
 				return err
 			}
-			if err := a.message(ctx, c); err != nil {
+			if err := a.message(ctx, c, steps[i]); err != nil {
 				a.rollback(ctx)
 				return txnErr(txn, err)
 			}
@@ -386,17 +387,19 @@ func (a *applier) flush(ctx context.Context) error {
 // message acts on a logical message in the stream: captured DDL runs at
 // its place in the transaction; sequence snapshots are remembered for the
 // end of the replay.
-func (a *applier) message(ctx context.Context, c *wal.Change) error {
+func (a *applier) message(ctx context.Context, c *wal.Change, step *ddlStep) error {
 	switch c.Prefix {
 	case DDLPrefix:
-		m, err := parseDDL(c.Content)
-		if err != nil {
-			return err
+		if step == nil {
+			return fmt.Errorf("internal error: DDL message without a plan")
 		}
-		stmt, err := m.statement()
-		if err != nil {
-			return err
+		if step.err != nil {
+			return step.err
 		}
+		if step.skip {
+			return nil // nested in a statement that replays whole
+		}
+		m, stmt := step.msg, step.stmt
 		if _, err := a.conn.ExecParams(ctx, "SELECT pg_catalog.set_config('search_path', $1, true)", [][]byte{[]byte(m.SearchPath)}, nil, nil, nil).Close(); err != nil {
 			return fmt.Errorf("set search_path for DDL: %w", err)
 		}
@@ -584,10 +587,11 @@ func (a *applier) applyCareful(ctx context.Context, txn *wal.Txn) error {
 		return txnErr(txn, err)
 	}
 	changes := ctasFirst(txn.Changes)
+	steps := planDDL(changes)
 	for i := range changes {
 		c := &changes[i]
 		if c.Op == wal.OpMessage {
-			if err := a.message(ctx, c); err != nil {
+			if err := a.message(ctx, c, steps[i]); err != nil {
 				return fail(err)
 			}
 			continue

@@ -4,8 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode"
+
+	"github.com/wayback-pitr/wayback/wal"
 )
 
 // DDLPrefix is the logical-message prefix of captured DDL (see
@@ -39,6 +42,147 @@ func (m *ddlMessage) createsWithRows() bool {
 	return m.Tag == "CREATE TABLE AS" || m.Tag == "SELECT INTO"
 }
 
+// ddlStep is what replay does at one DDL message: run stmt, or nothing
+// (skip: a command nested in another statement of the same query string,
+// which that statement reproduces), or fail with err.
+type ddlStep struct {
+	msg  *ddlMessage
+	stmt string
+	skip bool
+	err  error
+}
+
+// planDDL decides what each DDL message of a transaction runs, by index in
+// changes.
+//
+// The capture trigger fires once per DDL command that ends, numbering them
+// within the query string. Usually that is once per DDL statement of the
+// string, and the n-th message runs the n-th statement. But commands run
+// by other commands fire it too, before the outer one ends: an extension's
+// script under CREATE EXTENSION, the temporary tables of REFRESH
+// MATERIALIZED VIEW CONCURRENTLY, the elements of CREATE SCHEMA. And some
+// statements fire nothing (roles, databases). When the counts differ the
+// messages are matched to statements by command tag from the end (an
+// outer command's message comes after its nested ones), and messages that
+// match no statement are nested and skipped. A statement that matches no
+// message, or a message that matches none when nothing can be nested, is
+// an error: better to stop than to guess.
+func planDDL(changes []wal.Change) map[int]*ddlStep {
+	plan := map[int]*ddlStep{}
+	groups := map[string][]int{}
+	var order []string
+	for i := range changes {
+		c := &changes[i]
+		if c.Op != wal.OpMessage || c.Prefix != DDLPrefix {
+			continue
+		}
+		m, err := parseDDL(c.Content)
+		if err != nil {
+			plan[i] = &ddlStep{err: err}
+			continue
+		}
+		plan[i] = &ddlStep{msg: m}
+		if m.Synthetic {
+			plan[i].stmt = m.Query
+			continue
+		}
+		if _, ok := groups[m.Query]; !ok {
+			order = append(order, m.Query)
+		}
+		groups[m.Query] = append(groups[m.Query], i)
+	}
+	for _, q := range order {
+		idx := groups[q]
+		var stmts []string
+		for _, s := range splitStatements(q) {
+			if isDDL(s) || isSelectInto(s) {
+				stmts = append(stmts, s)
+			}
+		}
+		first := plan[idx[0]].msg
+		inside := fmt.Errorf("DDL %s ran inside a function, procedure or DO block (query %.80q), which cannot be replayed exactly: restore to a point before it, or take a new base backup after it", first.Tag, q)
+		if len(stmts) == 0 {
+			for _, i := range idx {
+				plan[i].err = inside
+			}
+			continue
+		}
+		if len(idx) == len(stmts) {
+			for _, i := range idx {
+				st, err := plan[i].msg.statement()
+				plan[i].stmt, plan[i].err = st, err
+			}
+			continue
+		}
+		// Align by tag from the end.
+		assigned := make([]bool, len(stmts))
+		j := len(stmts) - 1
+		for k := len(idx) - 1; k >= 0; k-- {
+			step := plan[idx[k]]
+			match := -1
+			for x := j; x >= 0; x-- {
+				if tagMatches(step.msg.Tag, stmts[x]) {
+					match = x
+					break
+				}
+			}
+			if match < 0 {
+				step.skip = true
+				continue
+			}
+			step.stmt = inTransaction(stmts[match])
+			assigned[match] = true
+			j = match - 1
+		}
+		var bad error
+		if len(idx) > len(stmts) && slices.Contains(assigned, false) {
+			bad = fmt.Errorf("cannot tell which of the %d DDL commands captured for query %.80q are its %d statements: restore to a point before it, or take a new base backup after it", len(idx), q, len(stmts))
+		}
+		if len(idx) < len(stmts) {
+			for _, i := range idx {
+				if plan[i].skip {
+					bad = fmt.Errorf("DDL %s of query %.80q matches none of its statements: restore to a point before it, or take a new base backup after it", plan[i].msg.Tag, q)
+				}
+			}
+		}
+		if bad != nil {
+			for _, i := range idx {
+				plan[i].err = bad
+			}
+		}
+	}
+	return plan
+}
+
+// createModifiers are words between CREATE and the object type that the
+// command tag leaves out.
+var createModifiers = map[string]bool{
+	"OR": true, "REPLACE": true, "UNIQUE": true, "TEMP": true, "TEMPORARY": true, "UNLOGGED": true,
+	"GLOBAL": true, "LOCAL": true, "TRUSTED": true, "PROCEDURAL": true, "DEFAULT": true,
+	"RECURSIVE": true, "CONSTRAINT": true,
+}
+
+// tagMatches reports whether a statement has the command tag (at least
+// its first two words: CREATE TABLE, ALTER TYPE, COMMENT, ...).
+func tagMatches(tag, stmt string) bool {
+	if tag == "SELECT INTO" {
+		return isSelectInto(stmt)
+	}
+	words := strings.FieldsFunc(strings.ToUpper(stmt), func(r rune) bool { return !unicode.IsLetter(r) && r != '_' })
+	if len(words) > 0 && words[0] == "CREATE" {
+		rest := words[1:]
+		for len(rest) > 0 && createModifiers[rest[0]] {
+			rest = rest[1:]
+		}
+		words = append([]string{"CREATE"}, rest...)
+	}
+	want := strings.Fields(tag)
+	if len(want) > 2 {
+		want = want[:2]
+	}
+	return len(words) >= len(want) && slices.Equal(words[:len(want)], want)
+}
+
 // statement returns the DDL statement the message stands for.
 func (m *ddlMessage) statement() (string, error) {
 	if m.Synthetic {
@@ -53,7 +197,24 @@ func (m *ddlMessage) statement() (string, error) {
 	if m.N < 1 || m.N > len(ddl) {
 		return "", fmt.Errorf("DDL %s ran inside a function, procedure or DO block (query %.80q), which cannot be replayed exactly: restore to a point before it, or take a new base backup after it", m.Tag, m.Query)
 	}
-	return ddl[m.N-1], nil
+	return inTransaction(ddl[m.N-1]), nil
+}
+
+var (
+	createIndexConcurrently = regexp.MustCompile(`(?is)^(\s*CREATE\s+(?:UNIQUE\s+)?INDEX\s+)CONCURRENTLY\s+`)
+	dropIndexConcurrently   = regexp.MustCompile(`(?is)^(\s*DROP\s+INDEX\s+)CONCURRENTLY\s+`)
+	detachConcurrently      = regexp.MustCompile(`(?is)^(\s*ALTER\s+TABLE\s.*\sDETACH\s+PARTITION\s.*?)\s+(?:CONCURRENTLY|FINALIZE)\s*$`)
+)
+
+// inTransaction rewrites the commands that refuse to run in a transaction
+// block (CREATE/DROP INDEX CONCURRENTLY, DETACH PARTITION CONCURRENTLY or
+// FINALIZE) into their plain forms, which have the same result. Replay runs
+// every DDL inside a transaction, and nobody else uses the target during a
+// restore, so the concurrency buys nothing there.
+func inTransaction(stmt string) string {
+	stmt = createIndexConcurrently.ReplaceAllString(stmt, "${1}")
+	stmt = dropIndexConcurrently.ReplaceAllString(stmt, "${1}")
+	return detachConcurrently.ReplaceAllString(stmt, "${1}")
 }
 
 func parseDDL(content []byte) (*ddlMessage, error) {

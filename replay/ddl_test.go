@@ -1,8 +1,11 @@
 package replay
 
 import (
+	"encoding/json"
 	"reflect"
 	"testing"
+
+	"github.com/wayback-pitr/wayback/wal"
 )
 
 func TestSplitStatements(t *testing.T) {
@@ -59,5 +62,55 @@ func TestSelectIntoCountsAsDDL(t *testing.T) {
 	m := &ddlMessage{Query: `SELECT 1; SELECT a INTO n FROM t; CREATE INDEX ON n (a)`, N: 2, Tag: "CREATE INDEX"}
 	if s, err := m.statement(); err != nil || s != "CREATE INDEX ON n (a)" {
 		t.Fatalf("statement 2 = %q, %v", s, err)
+	}
+}
+
+func TestInTransaction(t *testing.T) {
+	for in, want := range map[string]string{
+		"CREATE INDEX CONCURRENTLY i ON t (a)":                       "CREATE INDEX i ON t (a)",
+		"create unique index\nconcurrently if not exists i on t (a)": "create unique index\nif not exists i on t (a)",
+		"DROP INDEX CONCURRENTLY IF EXISTS i":                        "DROP INDEX IF EXISTS i",
+		"ALTER TABLE p DETACH PARTITION c CONCURRENTLY":              "ALTER TABLE p DETACH PARTITION c",
+		"alter table p detach partition c finalize":                  "alter table p detach partition c",
+		"CREATE INDEX concurrently_named ON t (a)":                   "CREATE INDEX concurrently_named ON t (a)",
+		"ALTER TABLE p ADD COLUMN concurrently int":                  "ALTER TABLE p ADD COLUMN concurrently int",
+	} {
+		if got := inTransaction(in); got != want {
+			t.Errorf("inTransaction(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestPlanDDL: nested commands (fired under the same query string) are
+// skipped, statements that fire nothing are passed over, and DDL from a DO
+// block is refused.
+func TestPlanDDL(t *testing.T) {
+	msg := func(query string, n int, tag string) wal.Change {
+		b, _ := json.Marshal(ddlMessage{Query: query, N: n, Tag: tag})
+		return wal.Change{Op: wal.OpMessage, Prefix: DDLPrefix, Content: b}
+	}
+	refresh := "REFRESH MATERIALIZED VIEW CONCURRENTLY mv"
+	role := "CREATE ROLE r; CREATE TABLE t (a int)"
+	ext := "CREATE EXTENSION pg_trgm; CREATE INDEX CONCURRENTLY i ON t USING gin (s gin_trgm_ops)"
+	changes := []wal.Change{
+		msg(refresh, 1, "CREATE TABLE AS"), msg(refresh, 2, "ALTER TABLE"), msg(refresh, 3, "DROP TABLE"), msg(refresh, 4, "REFRESH MATERIALIZED VIEW"),
+		msg(role, 1, "CREATE TABLE"),
+		msg(ext, 1, "CREATE FUNCTION"), msg(ext, 2, "CREATE OPERATOR CLASS"), msg(ext, 3, "CREATE EXTENSION"), msg(ext, 4, "CREATE INDEX"),
+		msg("DO $$ BEGIN CREATE TABLE x (); END $$", 1, "CREATE TABLE"),
+	}
+	plan := planDDL(changes)
+	want := []string{"skip", "skip", "skip", refresh, "CREATE TABLE t (a int)", "skip", "skip", "CREATE EXTENSION pg_trgm", "CREATE INDEX i ON t USING gin (s gin_trgm_ops)", "error"}
+	for i, w := range want {
+		st := plan[i]
+		got := st.stmt
+		switch {
+		case st.err != nil:
+			got = "error"
+		case st.skip:
+			got = "skip"
+		}
+		if got != w {
+			t.Errorf("message %d: %q, want %q", i, got, w)
+		}
 	}
 }
