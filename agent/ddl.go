@@ -81,13 +81,22 @@ BEGIN
                JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
                WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
                  AND d.command_tag OPERATOR(pg_catalog.=) ANY (ARRAY['CREATE TABLE AS', 'SELECT INTO'])))::text);
-  -- Tables left without a key would make the primary's UPDATE/DELETE fail.
+  -- Tables left without a key or replica identity would make the
+  -- primary's UPDATE/DELETE fail.
   FOR obj IN SELECT c.oid::regclass AS rel FROM pg_catalog.pg_event_trigger_ddl_commands() d
              JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) d.objid
              WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::regclass
                AND c.relkind OPERATOR(pg_catalog.=) 'r' AND c.relpersistence OPERATOR(pg_catalog.=) 'p'
                AND c.relreplident OPERATOR(pg_catalog.=) 'd'
                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid OPERATOR(pg_catalog.=) c.oid AND i.indisprimary)
+             UNION
+             -- DROP INDEX of a REPLICA IDENTITY USING INDEX index leaves the
+             -- table with no identity; a drop names no object here, so look
+             -- for such tables anywhere (a cheap scan of pg_class).
+             SELECT c.oid::regclass FROM pg_catalog.pg_class c
+             WHERE c.relkind OPERATOR(pg_catalog.=) 'r' AND c.relpersistence OPERATOR(pg_catalog.=) 'p'
+               AND c.relreplident OPERATOR(pg_catalog.=) 'i'
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid OPERATOR(pg_catalog.=) c.oid AND i.indisreplident)
   LOOP
     fixed := false;
     BEGIN

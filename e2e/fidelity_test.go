@@ -519,7 +519,16 @@ func TestFidelity(t *testing.T) {
 	e.exec(`CREATE SCHEMA fs; SET search_path = fs, public; CREATE TYPE kind AS ENUM ('a', 'b'); CREATE TABLE bag (k kind, n int);
 		INSERT INTO bag VALUES ('a', 1), ('a', 1), ('b', 2); UPDATE bag SET n = 3 WHERE k = 'b'`)
 	e.exec(`UPDATE fs.bag SET n = 4 WHERE k = 'b'; DELETE FROM fs.bag WHERE ctid = (SELECT min(ctid) FROM fs.bag WHERE k = 'a')`)
-	states = append(states, e.fidState("truncates, partitions, DDL literals, search_path"))
+	// Acceptance 4 after schema changes: a table that loses its key, or
+	// its replica identity index, must keep taking UPDATE and DELETE.
+	e.exec(`CREATE TABLE pkdrop (id int PRIMARY KEY, v text); INSERT INTO pkdrop VALUES (1, 'a'), (2, 'b'), (3, 'b2')`)
+	e.exec(`ALTER TABLE pkdrop DROP CONSTRAINT pkdrop_pkey`)
+	e.exec(`UPDATE pkdrop SET v = 'a2' WHERE id = 1; DELETE FROM pkdrop WHERE v = 'b'`)
+	e.exec(`CREATE TABLE ridx (id int NOT NULL, v text); CREATE UNIQUE INDEX ridx_id ON ridx (id); ALTER TABLE ridx REPLICA IDENTITY USING INDEX ridx_id;
+		INSERT INTO ridx VALUES (1, 'a'), (2, 'b')`)
+	e.exec(`DROP INDEX ridx_id`)
+	e.exec(`UPDATE ridx SET v = 'a2' WHERE id = 1; DELETE FROM ridx WHERE id = 2`)
+	states = append(states, e.fidState("truncates, partitions, DDL literals, search_path, lost keys"))
 
 	// 3. One transaction far beyond logical_decoding_work_mem (64kB): the
 	// server spills it to disk and sends it at commit.
