@@ -105,6 +105,18 @@ func (e sourceError) Unwrap() error { return e.error }
 // so a corrupt copy leaves no rows behind.
 func copyIn(ctx context.Context, conn *pgx.Conn, stores []store.Store, t Table, f FileRef, log *zap.Logger) error {
 	table := pgx.Identifier{t.Schema, t.Name}.Sanitize()
+	// Name the columns the backup wrote, in its order: the target table is
+	// pg_dump's re-creation, and a column order that differs (a partition
+	// or inheritance child made apart from its parent) must not shift
+	// values into the wrong columns.
+	copyTarget := table
+	if len(t.Columns) > 0 {
+		cols := make([]string, len(t.Columns))
+		for i, c := range t.Columns {
+			cols[i] = pgx.Identifier{c}.Sanitize()
+		}
+		copyTarget += " (" + strings.Join(cols, ", ") + ")"
+	}
 	var errs []error
 	for _, s := range stores {
 		err := func() error {
@@ -119,7 +131,7 @@ func copyIn(ctx context.Context, conn *pgx.Conn, stores []store.Store, t Table, 
 				return err
 			}
 			defer tx.Rollback(context.Background())
-			_, copyErr := conn.PgConn().CopyFrom(ctx, lz4.NewReader(hr), "COPY "+table+" FROM STDIN")
+			_, copyErr := conn.PgConn().CopyFrom(ctx, lz4.NewReader(hr), "COPY "+copyTarget+" FROM STDIN")
 			if err := hr.verify(); err != nil {
 				return sourceError{err}
 			}

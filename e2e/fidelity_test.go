@@ -390,6 +390,9 @@ func TestFidelity(t *testing.T) {
 		CREATE TABLE measure_us PARTITION OF measure FOR VALUES IN ('us');
 		CREATE TABLE measure_other PARTITION OF measure DEFAULT;
 		INSERT INTO measure SELECT g, (ARRAY['eu', 'us', 'xx'])[g % 3 + 1], g FROM generate_series(1, 30) g;
+		CREATE TABLE measure_jp (v int, region text NOT NULL, id int NOT NULL, PRIMARY KEY (id, region));
+		INSERT INTO measure_jp VALUES (5, 'jp', 500), (6, 'jp', 501);
+		ALTER TABLE measure ATTACH PARTITION measure_jp FOR VALUES IN ('jp');
 		CREATE TABLE events (id bigserial, at date NOT NULL DEFAULT '2026-06-01', v text, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
 		CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
 		CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
@@ -400,7 +403,8 @@ func TestFidelity(t *testing.T) {
 		CREATE TABLE inh_child (extra int) INHERITS (inh_parent); ALTER TABLE inh_child ADD PRIMARY KEY (id);
 		INSERT INTO inh_parent VALUES (1, 'p1'), (2, 'p2'), (3, 'p3'); INSERT INTO inh_child VALUES (1, 'c1', 0), (2, 'c2', 0), (3, 'c3', 0);
 		CREATE TABLE inh_bag (a int, b text); CREATE TABLE inh_bag_child () INHERITS (inh_bag);
-		INSERT INTO inh_bag VALUES (1, 'same'), (2, 'same'); INSERT INTO inh_bag_child VALUES (1, 'same'), (2, 'same')`)
+		INSERT INTO inh_bag VALUES (1, 'same'), (2, 'same'); INSERT INTO inh_bag_child VALUES (1, 'same'), (2, 'same');
+		CREATE TABLE inh_odd (c int, b text, a int) INHERITS (inh_bag); INSERT INTO inh_odd VALUES (7, 'x', 8)`)
 
 	e.mustRun("setup", "--replica-identity-full")
 	// FOR ALL TABLES without publish_via_partition_root: changes arrive
@@ -409,7 +413,7 @@ func TestFidelity(t *testing.T) {
 	if got := e.query1(`SELECT pubviaroot::text || ':' || puballtables::text FROM pg_publication WHERE pubname = 'wayback'`); got != "false:true" {
 		t.Fatalf("publication via root:all tables = %s, want false:true", got)
 	}
-	if got := e.query1(`SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_publication_tables WHERE pubname = 'wayback' AND tablename LIKE 'measure%'`); got != "measure_eu,measure_other,measure_us" {
+	if got := e.query1(`SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_publication_tables WHERE pubname = 'wayback' AND tablename LIKE 'measure%'`); got != "measure_eu,measure_jp,measure_other,measure_us" {
 		t.Fatalf("published partitions of measure: %s", got)
 	}
 	for _, tbl := range []string{"types_nokey", "dup", "toasty_full", "inh_bag", "inh_bag_child"} {
@@ -498,7 +502,7 @@ func TestFidelity(t *testing.T) {
 		UPDATE measure SET region = 'eu' WHERE region = 'xx' AND id < 10`)
 	e.exec(`CREATE TABLE measure_ap (LIKE measure INCLUDING ALL); INSERT INTO measure_ap VALUES (200, 'ap', 5), (201, 'ap', 6)`)
 	e.exec(`ALTER TABLE measure ATTACH PARTITION measure_ap FOR VALUES IN ('ap')`)
-	e.exec(`INSERT INTO measure VALUES (202, 'ap', 7); UPDATE measure SET v = v * 10 WHERE region = 'ap'`)
+	e.exec(`INSERT INTO measure VALUES (202, 'ap', 7); UPDATE measure SET v = v * 10 WHERE region IN ('ap', 'jp')`)
 	e.exec(`ALTER TABLE measure DETACH PARTITION measure_us`)
 	e.exec(`INSERT INTO measure_us VALUES (300, 'us', 1); INSERT INTO measure VALUES (301, 'us', 2); DELETE FROM measure_us WHERE id = 1`)
 	e.exec(`ALTER TABLE events DETACH PARTITION events_2025 CONCURRENTLY`)
@@ -528,7 +532,14 @@ func TestFidelity(t *testing.T) {
 		INSERT INTO ridx VALUES (1, 'a'), (2, 'b')`)
 	e.exec(`DROP INDEX ridx_id`)
 	e.exec(`UPDATE ridx SET v = 'a2' WHERE id = 1; DELETE FROM ridx WHERE id = 2`)
-	states = append(states, e.fidState("truncates, partitions, DDL literals, search_path, lost keys"))
+	// Savepoints, as migration tools and psql's ON_ERROR_ROLLBACK use them:
+	// DDL and rows inside released and rolled-back subtransactions.
+	e.exec(`BEGIN; SAVEPOINT a; CREATE TABLE sp_t (id int PRIMARY KEY, v text); RELEASE a;
+		INSERT INTO sp_t VALUES (1, 'top');
+		SAVEPOINT b; INSERT INTO sp_t VALUES (2, 'rolled back'); ALTER TABLE sp_t ADD COLUMN gone int; ROLLBACK TO b;
+		SAVEPOINT c; ALTER TABLE sp_t ADD COLUMN kept int DEFAULT 7; INSERT INTO sp_t VALUES (3, 'sub', 8); RELEASE c;
+		UPDATE sp_t SET kept = 9 WHERE id = 1; COMMIT`)
+	states = append(states, e.fidState("truncates, partitions, DDL literals, search_path, lost keys, savepoints"))
 
 	// 3. One transaction far beyond logical_decoding_work_mem (64kB): the
 	// server spills it to disk and sends it at commit.
