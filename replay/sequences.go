@@ -36,8 +36,12 @@ func setSequences(ctx context.Context, conn *pgx.Conn, snap []sequenceValue) err
 		if err := conn.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", seq).Scan(&exists); err != nil || !exists {
 			continue // dropped since, or unreadable: AdvanceSequences still covers owned ones
 		}
+		// The snapshot's value was handed out (is_called). The target's
+		// sequence is behind it unless it has handed out as much: a
+		// sequence at last_value = $2 that is not called (new, or just
+		// restarted) would hand out $2 again.
 		_, err := conn.Exec(ctx, `SELECT pg_catalog.setval($1::regclass, $2, true)
-			WHERE $2 > (SELECT last_value FROM `+seq+`)`, seq, s.Value)
+			FROM `+seq+` WHERE $2 > last_value OR ($2 = last_value AND NOT is_called)`, seq, s.Value)
 		if err != nil {
 			return fmt.Errorf("set sequence %s: %w", seq, err)
 		}
