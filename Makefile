@@ -2,7 +2,7 @@
 # PostgreSQL 15 installed (.ci/run installs PostgreSQL when it is missing).
 GO ?= go
 
-.PHONY: build demo test test-short vet fmt clean
+.PHONY: build demo test test-long test-short vet fmt clean
 
 build:
 	$(GO) build -o bin/wayback ./cmd/wayback
@@ -16,6 +16,12 @@ demo: build
 # detector.
 test: vet
 	$(GO) test -race -timeout 25m ./...
+
+# The randomized differential test over many seeds (make test runs three).
+# SEEDS is a range or list: make test-long SEEDS=1-50
+SEEDS ?= 1-20
+test-long: vet
+	WAYBACK_SEEDS=$(SEEDS) $(GO) test -timeout 60m -count=1 ./e2e -run 'TestDifferential' -v
 
 test-short: vet
 	$(GO) test -timeout 10m ./wal/... ./config/... ./store/... ./pitr/...
