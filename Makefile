@@ -2,7 +2,7 @@
 # PostgreSQL 15 installed (.ci/run installs PostgreSQL when it is missing).
 GO ?= go
 
-.PHONY: build demo test test-long test-short vet fmt clean
+.PHONY: build demo bench-rpo test test-long test-short vet fmt clean
 
 build:
 	$(GO) build -o bin/wayback ./cmd/wayback
@@ -11,6 +11,12 @@ build:
 # repair. Cleans up after itself.
 demo: build
 	$(GO) run ./cmd/wayback-demo -wayback bin/wayback
+
+# Commit-to-durable latency (RPO) to an S3 and a GCS server while pgbench
+# writes: make bench-rpo RPO_FLAGS="-duration 60s -scale 20"
+RPO_FLAGS ?=
+bench-rpo:
+	$(GO) run ./cmd/wayback-bench rpo $(RPO_FLAGS)
 
 # Static checks, then every test against real PostgreSQL 15, with the race
 # detector.
