@@ -479,7 +479,11 @@ func (a *applier) targetTables(ctx context.Context, c *wal.Change) (targetTables
 		// every name is qualified and means the same in any transaction.
 		results, err := a.conn.Exec(ctx, `SELECT pg_catalog.set_config('wayback.search_path', pg_catalog.current_setting('search_path'), true),
 				pg_catalog.set_config('search_path', '', true);
-			SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), c.relkind::text
+			SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), c.relkind::text,
+				EXISTS (SELECT 1 FROM pg_catalog.pg_type t JOIN pg_catalog.pg_opclass o
+						ON o.opcintype = CASE WHEN t.typtype = 'd' THEN t.typbasetype WHEN t.typtype = 'e' THEN 'pg_catalog.anyenum'::pg_catalog.regtype ELSE t.oid END
+					JOIN pg_catalog.pg_am m ON m.oid = o.opcmethod
+					WHERE t.oid = a.atttypid AND o.opcdefault AND m.amname = 'btree')::text
 			FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 			WHERE c.oid = '`+strings.ReplaceAll(quoteRel(r), "'", "''")+`'::pg_catalog.regclass;
 			SELECT pg_catalog.set_config('search_path', pg_catalog.current_setting('wayback.search_path'), true)`).ReadAll()
@@ -487,10 +491,11 @@ func (a *applier) targetTables(ctx context.Context, c *wal.Change) (targetTables
 			return nil, fmt.Errorf("look up table %s on the target: %w", key, err)
 		}
 		res := results[1]
-		t := &targetTable{types: map[string]string{}}
+		t := &targetTable{types: map[string]string{}, btree: map[string]bool{}}
 		for _, row := range res.Rows {
 			if row[0] != nil {
 				t.types[string(row[0])] = string(row[1])
+				t.btree[string(row[0])] = string(row[3]) == "true"
 			}
 			t.partitioned = string(row[2]) == "p"
 		}

@@ -12,11 +12,11 @@ import (
 // ONLY, so an inheritance parent's change never reaches its children.
 func TestRowMatching(t *testing.T) {
 	keyed := &wal.Relation{Namespace: "s", Name: "t", ReplicaIdentity: 'd', Columns: []wal.Column{{Name: "id", Key: true}, {Name: "c"}}}
-	full := &wal.Relation{Namespace: "s", Name: "bag", ReplicaIdentity: 'f', Columns: []wal.Column{{Name: "a", Key: true}, {Name: "b", Key: true}}}
+	full := &wal.Relation{Namespace: "s", Name: "bag", ReplicaIdentity: 'f', Columns: []wal.Column{{Name: "a", Key: true}, {Name: "b", Key: true}, {Name: "c", Key: true}}}
 	root := &wal.Relation{Namespace: "s", Name: "root", ReplicaIdentity: 'd', Columns: []wal.Column{{Name: "id", Key: true}}}
 	tables := targetTables{
 		"s.t":    {types: map[string]string{"id": "s.pair", "c": "text"}},
-		"s.bag":  {types: map[string]string{"a": "box", "b": "citext"}},
+		"s.bag":  {types: map[string]string{"a": "box", "b": "public.citext", "c": "integer"}, btree: map[string]bool{"b": true, "c": true}},
 		"s.root": {partitioned: true, types: map[string]string{"id": "integer"}},
 	}
 	text := func(s string) wal.Value { return wal.Value{Kind: wal.KindText, Data: []byte(s)} }
@@ -26,8 +26,8 @@ func TestRowMatching(t *testing.T) {
 	}{
 		{&wal.Change{Op: wal.OpDelete, Rel: keyed, OldKind: 'K', Old: wal.Tuple{text("(1,x)"), {Kind: wal.KindNull}}},
 			`DELETE FROM ONLY "s"."t" WHERE "id" = $1::s.pair`},
-		{&wal.Change{Op: wal.OpUpdate, Rel: full, OldKind: 'O', Old: wal.Tuple{text("(1,1),(0,0)"), {Kind: wal.KindNull}}, New: wal.Tuple{text("(1,1),(0,0)"), text("x")}},
-			`UPDATE ONLY "s"."bag" SET "b" = $1 WHERE ctid = (SELECT ctid FROM ONLY "s"."bag" WHERE pg_catalog.record_image_eq(ROW("a", "b"), ROW($2::box, NULL::citext)) LIMIT 1)`},
+		{&wal.Change{Op: wal.OpUpdate, Rel: full, OldKind: 'O', Old: wal.Tuple{text("(1,1),(0,0)"), {Kind: wal.KindNull}, text("5")}, New: wal.Tuple{text("(1,1),(0,0)"), text("x"), text("5")}},
+			`UPDATE ONLY "s"."bag" SET "b" = $1 WHERE ctid = (SELECT ctid FROM (SELECT ctid, * FROM ONLY "s"."bag" WHERE "b" IS NULL AND "c" = $3::integer OFFSET 0) t WHERE pg_catalog.record_image_eq(ROW("a", "b", "c"), ROW($2::box, NULL::public.citext, $3::integer)) LIMIT 1)`},
 		{&wal.Change{Op: wal.OpDelete, Rel: root, OldKind: 'K', Old: wal.Tuple{text("1")}},
 			`DELETE FROM "s"."root" WHERE "id" = $1::integer`},
 		{&wal.Change{Op: wal.OpTruncate, Truncated: []*wal.Relation{keyed, root}, TruncateOptions: wal.TruncateCascade | wal.TruncateRestartIdentity},
