@@ -58,9 +58,13 @@ type Table struct {
 	Name   string `json:"name"`
 	// Columns are the copied columns in COPY order (generated and dropped
 	// columns excluded), so rows can be read by column name.
-	Columns []string  `json:"columns"`
-	Rows    int64     `json:"rows"`
-	Files   []FileRef `json:"files"`
+	Columns []string `json:"columns"`
+	Rows    int64    `json:"rows"`
+	// RowSum is the RowSum of the table's COPY text rows as backed up,
+	// for restore drills (wayback verify --deep) to check the loaded table
+	// against. Backups taken before it existed lack it.
+	RowSum string    `json:"row_sum,omitempty"`
+	Files  []FileRef `json:"files"`
 }
 
 // Sequence is a sequence's state read during the backup. Sequences are not

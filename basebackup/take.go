@@ -164,8 +164,9 @@ func Take(ctx context.Context, fan *store.Fanout, opts Options) (*Manifest, erro
 				return err
 			}
 			var rows int64
+			var sum RowSum
 			ref, err := storeStream(ctx, fan, spool, fmt.Sprintf("%sdata/%05d.copy.lz4", prefix, i), func(w io.Writer) error {
-				tag, err := wconn.PgConn().CopyTo(ctx, w, "COPY "+t.quoted()+" TO STDOUT")
+				tag, err := wconn.PgConn().CopyTo(ctx, io.MultiWriter(w, &sum), "COPY "+t.quoted()+" TO STDOUT")
 				rows = tag.RowsAffected()
 				return err
 			})
@@ -174,7 +175,7 @@ func Take(ctx context.Context, fan *store.Fanout, opts Options) (*Manifest, erro
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			m.Tables[i] = Table{Schema: t.schema, Name: t.name, Columns: cols, Rows: rows, Files: []FileRef{ref}}
+			m.Tables[i] = Table{Schema: t.schema, Name: t.name, Columns: cols, Rows: rows, RowSum: sum.String(), Files: []FileRef{ref}}
 			done++
 			if opts.Progress != nil {
 				opts.Progress(done, len(tables), t.qualified())

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/robfig/cron/v3"
 	"gopkg.in/yaml.v3"
 )
 
@@ -24,6 +25,18 @@ type Config struct {
 	FlushInterval Duration   `yaml:"flush_interval"`
 	MaxSegment    ByteSize   `yaml:"max_segment_size"`
 	BaseBackup    BaseBackup `yaml:"basebackup"`
+	Verify        Verify     `yaml:"verify"`
+}
+
+// Verify configures restore drills (wayback verify --deep), which the
+// agent runs on a schedule.
+type Verify struct {
+	// Schedule is a cron expression (5 fields, or @daily, @every 6h, ...)
+	// in the agent's local time; empty: the agent runs no drills.
+	Schedule string `yaml:"schedule"`
+	// ScratchDSN names the database drills restore into; empty: a private
+	// local cluster started from postgres.bin_dir.
+	ScratchDSN string `yaml:"scratch_dsn"`
 }
 
 // Postgres says how to reach the source database.
@@ -135,6 +148,8 @@ func ApplyEnv(c *Config, lookup func(string) (string, bool)) error {
 	str("WAYBACK_POSTGRES_SLOT", &c.Postgres.Slot)
 	str("WAYBACK_POSTGRES_PUBLICATION", &c.Postgres.Publication)
 	str("WAYBACK_POSTGRES_BIN_DIR", &c.Postgres.BinDir)
+	str("WAYBACK_VERIFY_SCHEDULE", &c.Verify.Schedule)
+	str("WAYBACK_VERIFY_SCRATCH_DSN", &c.Verify.ScratchDSN)
 	if v, ok := lookup("WAYBACK_STORES"); ok {
 		c.Stores = SplitList(v)
 	}
@@ -209,5 +224,24 @@ func (c *Config) Validate(need Need) error {
 	if c.BaseBackup.Parallel < 1 {
 		c.BaseBackup.Parallel = 1
 	}
+	if c.Verify.Schedule != "" {
+		if _, err := ParseSchedule(c.Verify.Schedule); err != nil {
+			return fmt.Errorf("verify.schedule: %w", err)
+		}
+	}
 	return nil
+}
+
+// scheduleParser reads standard 5-field cron expressions and descriptors
+// such as @daily and @every 6h.
+var scheduleParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+
+// ParseSchedule parses a cron expression ("30 3 * * *", "@daily",
+// "@every 6h").
+func ParseSchedule(spec string) (cron.Schedule, error) {
+	s, err := scheduleParser.Parse(spec)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a schedule (use a 5-field cron expression such as \"30 3 * * *\", or @daily, @every 6h): %v", spec, err)
+	}
+	return s, nil
 }

@@ -29,6 +29,10 @@ type RestoreOptions struct {
 	Log        *zap.Logger
 	// Progress receives human-readable progress lines (nil: none).
 	Progress func(format string, args ...any)
+	// AfterLoad, if set, runs once the base backup is loaded and before any
+	// segment is replayed; restore drills check the loaded tables against
+	// the backup's manifest there. An error ends the restore.
+	AfterLoad func(ctx context.Context, backup *basebackup.Manifest, targetDSN string) error
 }
 
 // RestoreResult reports a restore.
@@ -143,6 +147,11 @@ func Restore(ctx context.Context, opts RestoreOptions) (res *RestoreResult, err 
 	})
 	if err != nil {
 		return nil, err
+	}
+	if opts.AfterLoad != nil {
+		if err := opts.AfterLoad(ctx, plan.Backup.Manifest, opts.TargetDSN); err != nil {
+			return nil, err
+		}
 	}
 	progress("replaying %d segments from LSN %s", len(segs), plan.Start())
 	lastReport := time.Now()

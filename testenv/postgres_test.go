@@ -535,7 +535,7 @@ func TestStartCanceled(t *testing.T) {
 
 func postmasterPID(t *testing.T, c *Cluster) int {
 	t.Helper()
-	pid, err := c.postmasterPID()
+	pid, err := c.PostmasterPID()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -572,4 +572,51 @@ func shmemID(t *testing.T, c *Cluster) string {
 		t.Fatalf("unexpected postmaster.pid:\n%s", b)
 	}
 	return strings.Fields(lines[6])[1]
+}
+
+// processAlive treats zombies as dead, as the cluster code does: a killed
+// postmaster is not our child and may stay a zombie in containers.
+func processAlive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 || i+2 >= len(b) {
+		return false
+	}
+	return b[i+2] != 'Z' && b[i+2] != 'X'
+}
+
+// procsMatching lists the processes whose parent and process group match.
+func procsMatching(match func(ppid, pgrp int) bool) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 3 {
+			continue
+		}
+		ppid, err1 := strconv.Atoi(f[1])
+		pgrp, err2 := strconv.Atoi(f[2])
+		if err1 == nil && err2 == nil && match(ppid, pgrp) {
+			pids = append(pids, p)
+		}
+	}
+	return pids
 }

@@ -1,0 +1,37 @@
+package wayback
+
+import (
+	"context"
+
+	"github.com/wayback-pitr/wayback/drill"
+	"github.com/wayback-pitr/wayback/scratch"
+)
+
+// DrillOptions configure a restore drill.
+type DrillOptions struct {
+	// ScratchDSN names a database to restore into; it must not exist (it is
+	// created and dropped) or be empty (it is emptied again afterwards).
+	// Empty: a private local cluster is started from PGBin.
+	ScratchDSN string
+	// PGBin holds initdb, pg_ctl and postgres for the local cluster (""
+	// searches the usual places).
+	PGBin    string
+	Parallel int
+	// Progress, if set, receives human-readable lines.
+	Progress func(format string, args ...any)
+}
+
+// DrillReport is the outcome of Drill; its Err names what failed.
+type DrillReport = drill.Report
+
+// Drill restores the newest base backup and every segment after it into a
+// scratch database, compares each loaded table with the row count and row
+// digest the backup's manifest recorded, and replays to the newest
+// archived instant. Problems in the archive are in the report; the error
+// is for a drill that could not run (no scratch database).
+func (a *Archive) Drill(ctx context.Context, o DrillOptions) (*DrillReport, error) {
+	return drill.Run(ctx, drill.Options{
+		Stores: a.stores, Parallel: max(o.Parallel, 2), Log: a.log, Progress: o.Progress,
+		Scratch: scratch.DBOptions{DSN: o.ScratchDSN, BinDir: o.PGBin, Log: a.log},
+	})
+}
