@@ -80,7 +80,19 @@ BEGIN
                JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) d.objid
                JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
                WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
-                 AND d.command_tag OPERATOR(pg_catalog.=) ANY (ARRAY['CREATE TABLE AS', 'SELECT INTO'])))::text);
+                 AND d.command_tag OPERATOR(pg_catalog.=) ANY (ARRAY['CREATE TABLE AS', 'SELECT INTO'])),
+    -- ALTER TABLE ... ADD COLUMN ... DEFAULT now(): existing rows take a
+    -- value computed now and stored as the column's "missing value", which
+    -- is in no stream; replay checks its own against this one.
+    'missing', (SELECT pg_catalog.json_agg(pg_catalog.json_build_object('s', n.nspname, 'n', c.relname, 'c', a.attname, 'v', a.attmissingval::text))
+                FROM pg_catalog.pg_event_trigger_ddl_commands() d
+                JOIN LATERAL (SELECT d.objid AS relid UNION SELECT t.relid FROM pg_catalog.pg_partition_tree(d.objid) t) p ON true
+                JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) p.relid
+                JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+                JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) c.oid
+                WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+                  AND d.command_tag OPERATOR(pg_catalog.=) 'ALTER TABLE'
+                  AND a.atthasmissing AND NOT a.attisdropped))::text);
   -- Tables left without a key or replica identity would make the
   -- primary's UPDATE/DELETE fail.
   FOR obj IN SELECT c.oid::regclass AS rel FROM pg_catalog.pg_event_trigger_ddl_commands() d

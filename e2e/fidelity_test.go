@@ -485,6 +485,13 @@ func TestFidelity(t *testing.T) {
 	e.exec(`UPDATE ONLY inh_parent SET v = 'p1x' WHERE id = 1; DELETE FROM ONLY inh_parent WHERE id = 2;
 		UPDATE inh_child SET v = v || '!' WHERE id = 3;
 		UPDATE ONLY inh_bag SET b = 'changed' WHERE a = 1; DELETE FROM ONLY inh_bag WHERE a = 2`)
+	// A column added with a non-volatile, non-constant default: existing
+	// rows read the value computed at the ALTER, which is in no stream.
+	// Rows inserted later have their own; a later ALTER must not touch them.
+	e.exec(`ALTER TABLE t_b ADD COLUMN added_at timestamptz DEFAULT now(), ADD COLUMN k int DEFAULT 5`)
+	time.Sleep(20 * time.Millisecond)
+	e.exec(`INSERT INTO t_b (id) VALUES (6)`)
+	e.exec(`ALTER TABLE t_b ADD COLUMN note text DEFAULT 'n'`)
 	// Tables created with their rows: the rows arrive as INSERTs (before
 	// the DDL message, which fires at the command's end).
 	e.exec(`CREATE TABLE ctas AS SELECT id, v FROM t_plain WHERE id <= 5`)

@@ -416,8 +416,15 @@ func (a *applier) message(ctx context.Context, c *wal.Change, step *ddlStep) err
 		if err := a.setLocal(ctx, m.Settings); err != nil {
 			return err
 		}
+		existed, err := a.existingColumns(ctx, m)
+		if err != nil {
+			return err
+		}
 		if _, err := a.conn.Exec(ctx, stmt).ReadAll(); err != nil {
 			return fmt.Errorf("replay DDL %q: %w", truncate(stmt, 200), err)
+		}
+		if err := a.matchMissing(ctx, m, existed); err != nil {
+			return err
 		}
 		if err := a.repin(ctx, m.Settings); err != nil {
 			return err
@@ -502,6 +509,80 @@ func (a *applier) targetTables(ctx context.Context, c *wal.Change) (targetTables
 		a.tables[key] = t
 	}
 	return a.tables, nil
+}
+
+// catalogQuery runs one query with an empty search_path, so that the
+// type names it formats are schema-qualified and mean the same in any
+// transaction, and restores the search_path after.
+func (a *applier) catalogQuery(ctx context.Context, sql string) (*pgconn.Result, error) {
+	results, err := a.conn.Exec(ctx, `SELECT pg_catalog.set_config('wayback.search_path', pg_catalog.current_setting('search_path'), true),
+			pg_catalog.set_config('search_path', '', true);
+		`+sql+`;
+		SELECT pg_catalog.set_config('search_path', pg_catalog.current_setting('wayback.search_path'), true)`).ReadAll()
+	if err != nil {
+		return nil, err
+	}
+	return results[1], nil
+}
+
+// sqlString quotes s as a standard-conforming SQL string literal.
+func sqlString(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// matchMissing makes the rows that existed before an ADD COLUMN read the
+// value they read on the source. A non-volatile default (now(),
+// current_user, a stable function) is evaluated once when the column is
+// added and stored as the column's "missing value"; replay evaluates it
+// again, at another time and as another session. Where the target's value
+// differs, every row of the table is set to the source's (the DDL's own
+// transaction holds no other change yet, so every row predates the column).
+//
+// Only columns this statement added count: an older column's missing value
+// is read only by rows that predate it, and rows written since have their
+// own values.
+func (a *applier) matchMissing(ctx context.Context, m *ddlMessage, existed map[string]bool) error {
+	for _, mv := range m.Missing {
+		rel := pgx.Identifier{mv.Schema, mv.Name}.Sanitize()
+		if existed[rel+"."+pgx.Identifier{mv.Column}.Sanitize()] {
+			continue
+		}
+		res, err := a.catalogQuery(ctx, `SELECT a.attmissingval::text, pg_catalog.format_type(t.typarray, NULL)
+			FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+			WHERE a.attrelid = `+sqlString(rel)+`::pg_catalog.regclass AND a.attname = `+sqlString(mv.Column)+` AND NOT a.attisdropped`)
+		if err != nil {
+			return fmt.Errorf("read the added column %s.%s on the target: %w", rel, mv.Column, err)
+		}
+		if len(res.Rows) != 1 || string(res.Rows[0][0]) == mv.Value || len(res.Rows[0][1]) == 0 {
+			continue
+		}
+		col := pgx.Identifier{mv.Column}.Sanitize()
+		if err := a.exec(ctx, "UPDATE ONLY "+rel+" SET "+col+" = ("+sqlString(mv.Value)+"::"+string(res.Rows[0][1])+")[1]"); err != nil {
+			return fmt.Errorf("give the rows of %s the source's value of the added column %s: %w", rel, mv.Column, err)
+		}
+	}
+	return nil
+}
+
+// existingColumns lists, before a DDL statement runs, the columns of the
+// tables whose missing values it reports ("table"."column", quoted).
+func (a *applier) existingColumns(ctx context.Context, m *ddlMessage) (map[string]bool, error) {
+	out := map[string]bool{}
+	seen := map[string]bool{}
+	for _, mv := range m.Missing {
+		rel := pgx.Identifier{mv.Schema, mv.Name}.Sanitize()
+		if seen[rel] {
+			continue
+		}
+		seen[rel] = true
+		res, err := a.catalogQuery(ctx, `SELECT a.attname FROM pg_catalog.pg_attribute a
+			WHERE a.attrelid = pg_catalog.to_regclass(`+sqlString(rel)+`) AND a.attnum > 0 AND NOT a.attisdropped`)
+		if err != nil {
+			return nil, fmt.Errorf("list the columns of %s on the target: %w", rel, err)
+		}
+		for _, row := range res.Rows {
+			out[rel+"."+pgx.Identifier{string(row[0])}.Sanitize()] = true
+		}
+	}
+	return out, nil
 }
 
 // setLocal sets the recorded session settings of a DDL statement for the

@@ -32,6 +32,15 @@ type ddlMessage struct {
 		Schema string `json:"s"`
 		Name   string `json:"n"`
 	} `json:"tables"`
+	// Missing lists, after an ALTER TABLE, the columns whose existing rows
+	// read a stored "missing value" (ADD COLUMN with a non-volatile
+	// default), with that value as an array literal printed under Settings.
+	Missing []struct {
+		Schema string `json:"s"`
+		Name   string `json:"n"`
+		Column string `json:"c"`
+		Value  string `json:"v"`
+	} `json:"missing"`
 }
 
 // createsWithRows reports whether the command creates a table together
