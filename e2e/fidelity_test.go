@@ -415,6 +415,9 @@ func TestFidelity(t *testing.T) {
 		CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
 		INSERT INTO events (at, v) SELECT DATE '2025-06-01' + g * 3, 'e' || g FROM generate_series(1, 100) g;
 		CREATE TABLE big (id int PRIMARY KEY, v text);
+		CREATE TABLE plog (a int, b text) PARTITION BY RANGE (a);
+		CREATE TABLE plog_low PARTITION OF plog FOR VALUES FROM (0) TO (100);
+		INSERT INTO plog VALUES (1, 'x'), (1, 'x'), (50, 'y');
 		CREATE MATERIALIZED VIEW mv_base AS SELECT count(*) AS n, sum(id) AS s FROM t_a;
 		CREATE TABLE inh_parent (id int PRIMARY KEY, v text);
 		CREATE TABLE inh_child (extra int) INHERITS (inh_parent); ALTER TABLE inh_child ADD PRIMARY KEY (id);
@@ -433,7 +436,7 @@ func TestFidelity(t *testing.T) {
 	if got := e.query1(`SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_publication_tables WHERE pubname = 'wayback' AND tablename LIKE 'measure%'`); got != "measure_eu,measure_jp,measure_other,measure_us" {
 		t.Fatalf("published partitions of measure: %s", got)
 	}
-	for _, tbl := range []string{"types_nokey", "dup", "toasty_full", "inh_bag", "inh_bag_child"} {
+	for _, tbl := range []string{"types_nokey", "dup", "toasty_full", "inh_bag", "inh_bag_child", "plog_low"} {
 		if got := e.query1(`SELECT relreplident::text FROM pg_class WHERE relname = $1`, tbl); got != "f" {
 			t.Fatalf("setup left %s with replica identity %q, want f (FULL)", tbl, got)
 		}
@@ -552,6 +555,12 @@ func TestFidelity(t *testing.T) {
 	e.exec(`CREATE TABLE pkdrop (id int PRIMARY KEY, v text); INSERT INTO pkdrop VALUES (1, 'a'), (2, 'b'), (3, 'b2')`)
 	e.exec(`ALTER TABLE pkdrop DROP CONSTRAINT pkdrop_pkey`)
 	e.exec(`UPDATE pkdrop SET v = 'a2' WHERE id = 1; DELETE FROM pkdrop WHERE v = 'b'`)
+	// Keyless partitions: one from before setup, one created now, one
+	// whose identity a user resets to DEFAULT.
+	e.exec(`CREATE TABLE plog_high PARTITION OF plog FOR VALUES FROM (100) TO (200); INSERT INTO plog VALUES (150, 'z'), (150, 'z')`)
+	e.exec(`ALTER TABLE plog_low REPLICA IDENTITY DEFAULT`)
+	e.exec(`UPDATE plog SET b = 'x2' WHERE ctid = (SELECT min(ctid) FROM plog_low WHERE a = 1) AND a = 1;
+		DELETE FROM plog WHERE ctid = (SELECT min(ctid) FROM plog_high) AND a = 150; UPDATE plog SET a = 160 WHERE a = 50`)
 	e.exec(`CREATE TABLE ridx (id int NOT NULL, v text); CREATE UNIQUE INDEX ridx_id ON ridx (id); ALTER TABLE ridx REPLICA IDENTITY USING INDEX ridx_id;
 		INSERT INTO ridx VALUES (1, 'a'), (2, 'b')`)
 	e.exec(`DROP INDEX ridx_id`)
