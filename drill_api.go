@@ -5,6 +5,7 @@ import (
 
 	"github.com/wayback-pitr/wayback/drill"
 	"github.com/wayback-pitr/wayback/scratch"
+	"github.com/wayback-pitr/wayback/takeout"
 )
 
 // DrillOptions configure a restore drill.
@@ -32,6 +33,37 @@ type DrillReport = drill.Report
 func (a *Archive) Drill(ctx context.Context, o DrillOptions) (*DrillReport, error) {
 	return drill.Run(ctx, drill.Options{
 		Stores: a.stores, Parallel: max(o.Parallel, 2), Log: a.log, Progress: o.Progress,
+		Scratch: scratch.DBOptions{DSN: o.ScratchDSN, BinDir: o.PGBin, Log: a.log},
+	})
+}
+
+// ExportOptions configure Export.
+type ExportOptions struct {
+	Target Target
+	// Out is the zip file to write; it appears only when complete.
+	Out string
+	// ScratchDSN and PGBin select the scratch database as for Drill.
+	ScratchDSN string
+	PGBin      string
+	// BinDir holds pg_dump ("" searches the usual places; PGBin is tried
+	// first when set).
+	BinDir   string
+	Parallel int
+	Progress func(format string, args ...any)
+}
+
+// TakeoutManifest is manifest.json of an export.
+type TakeoutManifest = takeout.Manifest
+
+// Export restores o.Target into a scratch database and writes a zip with
+// one CSV per table, schema.sql and manifest.json (docs/drills.md).
+func (a *Archive) Export(ctx context.Context, o ExportOptions) (*TakeoutManifest, error) {
+	bin := o.BinDir
+	if bin == "" {
+		bin = o.PGBin
+	}
+	return takeout.Export(ctx, takeout.Options{
+		Stores: a.stores, Target: o.Target, Out: o.Out, BinDir: bin, Parallel: max(o.Parallel, 1), Log: a.log, Progress: o.Progress,
 		Scratch: scratch.DBOptions{DSN: o.ScratchDSN, BinDir: o.PGBin, Log: a.log},
 	})
 }

@@ -293,52 +293,21 @@ func has(list []int, i int) bool {
 
 func restoreCmd(g *globals) *cobra.Command {
 	var (
-		targetDSN, toTime, toLSN, toMark string
-		toXID                            uint64
-		latest, dryRun, exclusive        bool
-		skip                             []string
-		parallel                         int
-		onConflict                       string
+		targetDSN  string
+		tf         targetFlags
+		dryRun     bool
+		skip       []string
+		parallel   int
+		onConflict string
 	)
 	cmd := &cobra.Command{
 		Use:   "restore --target-dsn DSN (--to-time T | --to-lsn L | --to-xid X | --to-mark NAME | --latest)",
 		Short: "Restore the database as it was at a point in time into an empty database",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			n := 0
-			var target pitr.Target
-			if toTime != "" {
-				n++
-				t, err := pitr.ParseTime(toTime)
-				if err != nil {
-					return err
-				}
-				target = pitr.Target{Kind: pitr.ToTime, Time: t}
-			}
-			if toLSN != "" {
-				n++
-				l, err := wal.ParseLSN(toLSN)
-				if err != nil {
-					return err
-				}
-				target = pitr.Target{Kind: pitr.ToLSN, LSN: l}
-			}
-			if latest {
-				n++
-				target = pitr.Target{Kind: pitr.Latest}
-			}
-			if toXID != 0 {
-				n++
-				target = pitr.Target{Kind: pitr.ToXID, XID: uint32(toXID), Exclusive: exclusive}
-			} else if exclusive {
-				return fmt.Errorf("--exclusive goes with --to-xid")
-			}
-			if toMark != "" {
-				n++
-				target = pitr.Target{Kind: pitr.ToMark, Mark: toMark}
-			}
-			if n != 1 {
-				return fmt.Errorf("give exactly one of --to-time, --to-lsn, --to-xid, --to-mark or --latest")
+			target, err := tf.parse()
+			if err != nil {
+				return err
 			}
 			if targetDSN == "" && !dryRun {
 				return fmt.Errorf("--target-dsn is required: the database to restore into (created if missing, must be empty)")
@@ -381,12 +350,7 @@ func restoreCmd(g *globals) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&targetDSN, "target-dsn", "", "database to restore into (created if missing; must be empty)")
-	f.StringVar(&toTime, "to-time", "", "restore to this instant: RFC 3339 or 'YYYY-MM-DD HH:MM:SS[±TZ]'")
-	f.StringVar(&toLSN, "to-lsn", "", "restore up to and including commits at this LSN (X/Y)")
-	f.BoolVar(&latest, "latest", false, "restore everything archived")
-	f.Uint64Var(&toXID, "to-xid", 0, "restore up to and including this transaction")
-	f.BoolVar(&exclusive, "exclusive", false, "with --to-xid: stop just before the transaction")
-	f.StringVar(&toMark, "to-mark", "", "restore to the named restore point ('wayback mark NAME')")
+	tf.register(cmd)
 	f.BoolVar(&dryRun, "dry-run", false, "plan and verify every object, write nothing")
 	f.StringArrayVar(&skip, "skip-xid", nil, "leave out this transaction (repeatable)")
 	f.IntVar(&parallel, "parallel", 2, "tables loaded at once")
