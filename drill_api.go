@@ -2,6 +2,11 @@ package wayback
 
 import (
 	"context"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/wayback-pitr/wayback/config"
 
 	"github.com/wayback-pitr/wayback/drill"
 	"github.com/wayback-pitr/wayback/scratch"
@@ -66,4 +71,55 @@ func (a *Archive) Export(ctx context.Context, o ExportOptions) (*TakeoutManifest
 		Stores: a.stores, Target: o.Target, Out: o.Out, BinDir: bin, Parallel: max(o.Parallel, 1), Log: a.log, Progress: o.Progress,
 		Scratch: scratch.DBOptions{DSN: o.ScratchDSN, BinDir: o.PGBin, Log: a.log},
 	})
+}
+
+// LastDrill returns the report of the newest scheduled restore drill
+// (verify.schedule), or nil before the first one has finished.
+func (g *Agent) LastDrill() *DrillReport {
+	g.drillMu.Lock()
+	defer g.drillMu.Unlock()
+	return g.lastDrill
+}
+
+// scheduleDrills runs a restore drill at every instant of
+// cfg.Verify.Schedule until ctx ends. Drills run one at a time: one that
+// overruns the next instant delays it rather than overlapping it.
+func (a *Archive) scheduleDrills(ctx context.Context, cfg config.Config, g *Agent) {
+	sched, err := config.ParseSchedule(cfg.Verify.Schedule)
+	if err != nil { // Validate has accepted it already
+		a.log.Error("verify.schedule", zap.Error(err))
+		return
+	}
+	log := a.log.With(zap.String("component", "drill"))
+	for {
+		next := sched.Next(time.Now())
+		log.Info("next restore drill", zap.Time("at", next))
+		t := time.NewTimer(time.Until(next))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		rep, err := drill.Run(ctx, drill.Options{
+			Stores: a.stores, Parallel: max(cfg.BaseBackup.Parallel, 1), Log: log,
+			Scratch: scratch.DBOptions{DSN: cfg.Verify.ScratchDSN, BinDir: cfg.Postgres.BinDir, Log: log},
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		switch {
+		case err != nil:
+			log.Error("restore drill could not run", zap.Error(err))
+			continue
+		case rep.OK:
+			log.Info("restore drill passed", zap.String("backup", rep.Backup), zap.Int("tables", len(rep.Tables)),
+				zap.Int("transactions", rep.Replay.Transactions), zap.String("reached_lsn", rep.Replay.ReachedLSN), zap.Duration("took", rep.Took))
+		default:
+			log.Error("restore drill failed", zap.String("backup", rep.Backup), zap.Int("bad_tables", rep.Bad), zap.Error(rep.Err()))
+		}
+		g.drillMu.Lock()
+		g.lastDrill = rep
+		g.drillMu.Unlock()
+	}
 }

@@ -89,6 +89,9 @@ type Agent struct {
 	done   chan struct{}
 	once   sync.Once
 	err    error
+
+	drillMu   sync.Mutex
+	lastDrill *DrillReport
 }
 
 // StartAgent starts an agent shipping the source's change stream to every
@@ -113,10 +116,22 @@ func (a *Archive) StartAgent(ctx context.Context, o AgentOptions) (*Agent, error
 		done:   make(chan struct{}),
 	}
 	g.agent = agent.New(agent.Options{Config: cfg, Fanout: g.fan, Log: a.log, NoInitialBackup: o.NoInitialBackup, RepairInterval: o.RepairInterval})
+	var drills sync.WaitGroup
+	if cfg.Verify.Schedule != "" {
+		drills.Add(1)
+		go func() {
+			defer drills.Done()
+			a.scheduleDrills(ctx, cfg, g)
+		}()
+	}
 	go func() {
 		defer close(g.done)
 		err := g.agent.Run(ctx)
 		g.fan.Wait()
+		// A drill in progress ends with the context and throws its
+		// scratch database away before the agent counts as stopped.
+		cancel()
+		drills.Wait()
 		g.err = err
 	}()
 	return g, nil

@@ -219,3 +219,88 @@ func TestDrill(t *testing.T) {
 		t.Fatalf("the backup itself is fine again: %+v", v.Deep.Tables)
 	}
 }
+
+// TestScheduledDrill runs the agent with verify.schedule: it drills on its
+// own, passes on a good archive, and reports a failed drill once a segment
+// after the backup is gone from every store.
+func TestScheduledDrill(t *testing.T) {
+	e := newEnv(t)
+	f, err := os.OpenFile(e.config, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("verify:\n  schedule: '@every 2s'\n")
+	f.Close()
+	e.exec(`CREATE TABLE items (id int PRIMARY KEY, v text)`)
+	e.exec(`INSERT INTO items SELECT g, 'v' || g FROM generate_series(1, 300) g`)
+	e.mustRun("setup")
+	a := e.startAgent()
+	e.waitBackup(1)
+	for i := range 3 {
+		e.exec(`UPDATE items SET v = v || '+' WHERE id % 3 = $1`, i)
+		time.Sleep(250 * time.Millisecond)
+	}
+	e.waitArchived()
+
+	// waitLog waits for a JSON log entry with this message after skip
+	// entries and returns it with the count of entries seen.
+	waitLog := func(msg string, skip int) (map[string]any, int) {
+		t.Helper()
+		deadline := time.Now().Add(90 * time.Second)
+		for time.Now().Before(deadline) {
+			b, _ := os.ReadFile(a.log)
+			lines := strings.Split(string(b), "\n")
+			for i := skip; i < len(lines); i++ {
+				var entry map[string]any
+				if json.Unmarshal([]byte(lines[i]), &entry) == nil && entry["msg"] == msg {
+					return entry, i + 1
+				}
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		b, _ := os.ReadFile(a.log)
+		t.Fatalf("no %q in the agent log within 90s:\n%s", msg, tail(string(b), 30))
+		return nil, 0
+	}
+	entry, seen := waitLog("restore drill passed", 0)
+	if entry["tables"] != float64(1) {
+		t.Fatalf("scheduled drill entry: %v", entry)
+	}
+
+	// Remove the newest backup's first data-bearing segment everywhere.
+	manifests, _ := filepath.Glob(filepath.Join(e.storeDir(0), "backups", "*", "manifest.json"))
+	b, err := os.ReadFile(manifests[len(manifests)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := basebackup.ParseManifest(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var after []string
+	paths, _ := filepath.Glob(filepath.Join(e.storeDir(0), "segments", "*.seg"))
+	for _, p := range paths {
+		key := "segments/" + filepath.Base(p)
+		from, _, err := wal.ParseSegmentKey(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, err := os.Stat(p); err == nil && from >= m.LSN() && st.Size() > 200 {
+			after = append(after, key)
+		}
+	}
+	sort.Strings(after)
+	if len(after) < 2 {
+		t.Fatalf("only %d segments with data after the backup", len(after))
+	}
+	for i := range 2 {
+		if err := os.Remove(filepath.Join(e.storeDir(i), filepath.FromSlash(after[0]))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	entry, _ = waitLog("restore drill failed", seen)
+	if msg, _ := entry["error"].(string); !strings.Contains(msg, "gap in the archive") {
+		t.Fatalf("failed drill entry should name the gap: %v", entry)
+	}
+	a.stop(t)
+}
