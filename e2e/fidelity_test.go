@@ -415,6 +415,13 @@ func TestFidelity(t *testing.T) {
 		CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
 		INSERT INTO events (at, v) SELECT DATE '2025-06-01' + g * 3, 'e' || g FROM generate_series(1, 100) g;
 		CREATE TABLE big (id int PRIMARY KEY, v text);
+		CREATE TABLE audited (id int PRIMARY KEY, v text); CREATE TABLE audit_log (n serial PRIMARY KEY, what text);
+		CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO audit_log (what) VALUES (TG_OP || ' ' || NEW.id); RETURN NEW; END $$;
+		CREATE TRIGGER audited_always AFTER INSERT OR UPDATE ON audited FOR EACH ROW EXECUTE FUNCTION audit();
+		ALTER TABLE audited ENABLE ALWAYS TRIGGER audited_always;
+		CREATE TABLE audited2 (id int PRIMARY KEY);
+		CREATE TRIGGER audited2_replica AFTER INSERT ON audited2 FOR EACH ROW EXECUTE FUNCTION audit();
+		INSERT INTO audited VALUES (1, 'before backup');
 		CREATE TABLE plog (a int, b text) PARTITION BY RANGE (a);
 		CREATE TABLE plog_low PARTITION OF plog FOR VALUES FROM (0) TO (100);
 		INSERT INTO plog VALUES (1, 'x'), (1, 'x'), (50, 'y');
@@ -555,6 +562,10 @@ func TestFidelity(t *testing.T) {
 	e.exec(`CREATE TABLE pkdrop (id int PRIMARY KEY, v text); INSERT INTO pkdrop VALUES (1, 'a'), (2, 'b'), (3, 'b2')`)
 	e.exec(`ALTER TABLE pkdrop DROP CONSTRAINT pkdrop_pkey`)
 	e.exec(`UPDATE pkdrop SET v = 'a2' WHERE id = 1; DELETE FROM pkdrop WHERE v = 'b'`)
+	// Triggers that fire even under session_replication_role = replica:
+	// their effects are in the stream already and must not happen twice.
+	e.exec(`INSERT INTO audited VALUES (2, 'after'); UPDATE audited SET v = 'changed' WHERE id = 1`)
+	e.exec(`ALTER TABLE audited2 ENABLE REPLICA TRIGGER audited2_replica; INSERT INTO audited2 VALUES (1)`)
 	// Keyless partitions: one from before setup, one created now, one
 	// whose identity a user resets to DEFAULT.
 	e.exec(`CREATE TABLE plog_high PARTITION OF plog FOR VALUES FROM (100) TO (200); INSERT INTO plog VALUES (150, 'z'), (150, 'z')`)

@@ -93,7 +93,10 @@ func Apply(ctx context.Context, dsn string, start wal.LSN, target pitr.Target, s
 		opts.OnConflict = ConflictStop
 	}
 	sum := &Summary{}
-	a := &applier{conn: conn.PgConn(), prepared: map[string]string{}, tables: targetTables{}, opts: opts, sum: sum}
+	a := &applier{conn: conn.PgConn(), prepared: map[string]string{}, tables: targetTables{}, held: map[heldTrigger]bool{}, opts: opts, sum: sum}
+	if err := a.holdTriggers(ctx); err != nil {
+		return sum, err
+	}
 	next := start // commit LSNs below this are in the base backup or already applied
 	dec := wal.NewDecoder()
 	for _, seg := range segs {
@@ -154,16 +157,72 @@ func Apply(ctx context.Context, dsn string, start wal.LSN, target pitr.Target, s
 	if err := a.commit(ctx); err != nil {
 		return sum, err
 	}
+	if err := a.releaseTriggers(ctx); err != nil {
+		return sum, err
+	}
 	if err := setSequences(ctx, conn, sum.sequences); err != nil {
 		return sum, err
 	}
 	return sum, nil
 }
 
+// heldTrigger is a trigger replay disabled, with the mode to give back.
+type heldTrigger struct {
+	table, name string // quoted
+	mode        string // "A" (ENABLE ALWAYS) or "R" (ENABLE REPLICA)
+}
+
+// holdTriggers disables the triggers that would fire under
+// session_replication_role = replica (ENABLE ALWAYS and ENABLE REPLICA):
+// what they did on the source is in the stream as changes of its own, so
+// firing them again would do it twice. It runs before replay and after
+// every replayed DDL, which may have created or re-enabled such triggers;
+// releaseTriggers gives them their modes back at the end.
+func (a *applier) holdTriggers(ctx context.Context) error {
+	res, err := a.catalogQuery(ctx, `SELECT pg_catalog.format('%I.%I', n.nspname, c.relname), pg_catalog.quote_ident(t.tgname), t.tgenabled::text
+		FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE t.tgenabled IN ('A', 'R') AND NOT t.tgisinternal AND t.tgparentid = 0`)
+	if err != nil {
+		return fmt.Errorf("list triggers that fire during replay: %w", err)
+	}
+	for _, row := range res.Rows {
+		h := heldTrigger{table: string(row[0]), name: string(row[1]), mode: string(row[2])}
+		if err := a.exec(ctx, "ALTER TABLE "+h.table+" DISABLE TRIGGER "+h.name); err != nil {
+			return err
+		}
+		a.held[h] = true
+	}
+	return nil
+}
+
+// releaseTriggers re-enables the held triggers in their modes.
+func (a *applier) releaseTriggers(ctx context.Context) error {
+	for h := range a.held {
+		mode := "ALWAYS"
+		if h.mode == "R" {
+			mode = "REPLICA"
+		}
+		// The table or trigger may have been dropped by later DDL.
+		res, err := a.catalogQuery(ctx, `SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = pg_catalog.to_regclass(`+sqlString(h.table)+`)
+			AND pg_catalog.quote_ident(tgname) = `+sqlString(h.name)+` AND tgenabled = 'D'`)
+		if err != nil {
+			return err
+		}
+		if len(res.Rows) == 0 {
+			continue
+		}
+		if err := a.exec(ctx, "ALTER TABLE "+h.table+" ENABLE "+mode+" TRIGGER "+h.name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 type applier struct {
 	conn     *pgconn.PgConn
-	prepared map[string]string // SQL text -> statement name
-	tables   targetTables      // cache of the target's tables, cleared by DDL
+	prepared map[string]string    // SQL text -> statement name
+	tables   targetTables         // cache of the target's tables, cleared by DDL
+	held     map[heldTrigger]bool // triggers disabled for the replay, with their modes
 	opts     Options
 	sum      *Summary
 	batch    []queued
@@ -451,6 +510,9 @@ func (a *applier) message(ctx context.Context, c *wal.Change, step *ddlStep) err
 		}
 		clear(a.prepared)
 		clear(a.tables)
+		if err := a.holdTriggers(ctx); err != nil {
+			return err
+		}
 	case SequencePrefix:
 		snap, err := parseSequences(c.Content)
 		if err != nil {
