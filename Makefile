@@ -2,7 +2,7 @@
 # PostgreSQL 15 installed (.ci/run installs PostgreSQL when it is missing).
 GO ?= go
 
-.PHONY: build demo bench-rpo test test-long test-short vet fmt clean
+.PHONY: build demo bench-rpo bench-takeout test test-long test-short vet fmt clean
 
 build:
 	$(GO) build -o bin/wayback ./cmd/wayback
@@ -17,6 +17,12 @@ demo: build
 RPO_FLAGS ?=
 bench-rpo:
 	$(GO) run ./cmd/wayback-bench rpo $(RPO_FLAGS)
+
+# Peak memory of wayback export on a large table (streams COPY into the zip):
+# make bench-takeout TAKEOUT_MB=200
+TAKEOUT_MB ?= 200
+bench-takeout:
+	WAYBACK_TAKEOUT_MB=$(TAKEOUT_MB) $(GO) test -timeout 30m -count=1 ./e2e -run 'TestExportMemory' -v
 
 # Static checks, then every test against real PostgreSQL 15, with the race
 # detector.
