@@ -26,6 +26,20 @@ type Config struct {
 	MaxSegment    ByteSize   `yaml:"max_segment_size"`
 	BaseBackup    BaseBackup `yaml:"basebackup"`
 	Verify        Verify     `yaml:"verify"`
+	Encryption    Encryption `yaml:"encryption"`
+}
+
+// Encryption configures client-side encryption of the archive at rest
+// (docs/encryption.md). With no key set, objects are written in plaintext.
+type Encryption struct {
+	// KeyFile holds the current key: 32 raw bytes, 64 hex digits or base64.
+	KeyFile string `yaml:"key_file"`
+	// KeyEnv names an environment variable holding the current key (hex or
+	// base64), for platforms that inject secrets as variables.
+	KeyEnv string `yaml:"key_env"`
+	// OldKeyFiles hold keys that were current before a rotation: objects
+	// written under them stay readable.
+	OldKeyFiles []string `yaml:"old_key_files"`
 }
 
 // Verify configures restore drills (wayback verify --deep), which the
@@ -150,6 +164,11 @@ func ApplyEnv(c *Config, lookup func(string) (string, bool)) error {
 	str("WAYBACK_POSTGRES_BIN_DIR", &c.Postgres.BinDir)
 	str("WAYBACK_VERIFY_SCHEDULE", &c.Verify.Schedule)
 	str("WAYBACK_VERIFY_SCRATCH_DSN", &c.Verify.ScratchDSN)
+	str("WAYBACK_ENCRYPTION_KEY_FILE", &c.Encryption.KeyFile)
+	str("WAYBACK_ENCRYPTION_KEY_ENV", &c.Encryption.KeyEnv)
+	if v, ok := lookup("WAYBACK_ENCRYPTION_OLD_KEY_FILES"); ok {
+		c.Encryption.OldKeyFiles = SplitList(v)
+	}
 	if v, ok := lookup("WAYBACK_STORES"); ok {
 		c.Stores = SplitList(v)
 	}
@@ -223,6 +242,12 @@ func (c *Config) Validate(need Need) error {
 	}
 	if c.BaseBackup.Parallel < 1 {
 		c.BaseBackup.Parallel = 1
+	}
+	if c.Encryption.KeyFile != "" && c.Encryption.KeyEnv != "" {
+		return errors.New("encryption.key_file and encryption.key_env are both set: give the current key one way")
+	}
+	if len(c.Encryption.OldKeyFiles) > 0 && c.Encryption.KeyFile == "" && c.Encryption.KeyEnv == "" {
+		return errors.New("encryption.old_key_files is set without a current key: set encryption.key_file or encryption.key_env too")
 	}
 	if c.Verify.Schedule != "" {
 		if _, err := ParseSchedule(c.Verify.Schedule); err != nil {

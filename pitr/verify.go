@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wayback-pitr/wayback/basebackup"
+	"github.com/wayback-pitr/wayback/crypt"
 	"github.com/wayback-pitr/wayback/store"
 	"github.com/wayback-pitr/wayback/wal"
 )
@@ -568,6 +569,20 @@ func (v *storeVerifier) readFailed(ctx context.Context, key string, err error) {
 	detail := verifyOneLine(err)
 	if errors.Is(err, store.ErrNotFound) {
 		detail = "listed, but gone when read: " + detail
+	}
+	if errors.Is(err, crypt.ErrAuthentication) {
+		// An encrypted object that does not authenticate is damaged, just
+		// as one failing its checksum.
+		class := classCorruptBackup
+		switch {
+		case strings.HasPrefix(key, wal.SegmentPrefix):
+			class = classCorruptSegment
+		case key == ArchiveKey:
+			class = classCorruptArchive
+		}
+		v.problem(Problem{Kind: ProblemCorrupt, Key: key, class: class, ref: key, breaks: true, Detail: detail})
+		v.log.Warn("object failed authentication", zap.String("key", key), zap.Error(err))
+		return
 	}
 	v.problem(Problem{Kind: ProblemUnreadable, Key: key, class: classUnreadable, ref: key, breaks: true, Detail: detail})
 	v.log.Warn("object unreadable", zap.String("key", key), zap.Error(err))

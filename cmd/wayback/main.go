@@ -17,6 +17,7 @@ import (
 
 	"github.com/wayback-pitr/wayback"
 	"github.com/wayback-pitr/wayback/config"
+	"github.com/wayback-pitr/wayback/crypt"
 	"github.com/wayback-pitr/wayback/store"
 )
 
@@ -182,6 +183,18 @@ func (g *globals) open(ctx context.Context, need config.Need) (*cmdEnv, error) {
 		if e.stores, err = openStores(ctx, cfg.Stores, log, need.Write); err != nil {
 			return nil, err
 		}
+		ring, err := loadKeys(cfg.Encryption, os.LookupEnv)
+		if err == nil {
+			var wrapped []store.Store
+			wrapped, err = crypt.Wrap(ctx, e.stores, crypt.Options{Keys: ring, Write: need.Write, Log: log})
+			if err == nil {
+				e.stores = wrapped
+			}
+		}
+		if err != nil {
+			closeAll(e.stores)
+			return nil, err
+		}
 	}
 	return e, nil
 }
@@ -218,6 +231,38 @@ func openStores(ctx context.Context, urls []string, log *zap.Logger, check bool)
 		out = append(out, s)
 	}
 	return out, nil
+}
+
+// loadKeys reads the encryption keys the configuration names; none set
+// gives an empty keyring (encryption off).
+func loadKeys(c config.Encryption, lookup func(string) (string, bool)) (crypt.Keyring, error) {
+	var ring crypt.Keyring
+	switch {
+	case c.KeyFile != "":
+		k, err := crypt.LoadKeyFile(c.KeyFile)
+		if err != nil {
+			return ring, fmt.Errorf("encryption.key_file: %w", err)
+		}
+		ring.Current = k
+	case c.KeyEnv != "":
+		v, ok := lookup(c.KeyEnv)
+		if !ok || v == "" {
+			return ring, fmt.Errorf("encryption.key_env names %s, which is not set: export the key (hex or base64) in it", c.KeyEnv)
+		}
+		k, err := crypt.ParseKey([]byte(v))
+		if err != nil {
+			return ring, fmt.Errorf("encryption.key_env %s: %w", c.KeyEnv, err)
+		}
+		ring.Current = k
+	}
+	for _, f := range c.OldKeyFiles {
+		k, err := crypt.LoadKeyFile(f)
+		if err != nil {
+			return ring, fmt.Errorf("encryption.old_key_files: %w", err)
+		}
+		ring.Old = append(ring.Old, k)
+	}
+	return ring, nil
 }
 
 func closeAll(ss []store.Store) {
