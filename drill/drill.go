@@ -83,11 +83,11 @@ func (r *Report) Err() error {
 			parts = append(parts, "table "+t.Table+": "+t.Problem)
 		}
 	}
-	if r.Replay.Error != "" {
-		parts = append(parts, "replay: "+r.Replay.Error)
-	}
 	if r.Error != "" {
 		parts = append(parts, r.Error)
+	}
+	if r.Replay.Error != "" {
+		parts = append(parts, "replay: "+r.Replay.Error)
 	}
 	if len(parts) == 0 {
 		parts = append(parts, "failed")
@@ -146,10 +146,12 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}()
 	progress("drill: restoring base backup %s and %d segments into %s", plan.Backup.ID, len(plan.Chain), rep.Scratch)
 
+	loaded := false
 	res, rerr := replay.Restore(ctx, replay.RestoreOptions{
 		Stores: opts.Stores, TargetDSN: db.DSN, Target: pitr.Target{Kind: pitr.Latest},
 		Parallel: opts.Parallel, TempDir: opts.TempDir, Log: log, Progress: progress,
 		AfterLoad: func(ctx context.Context, m *basebackup.Manifest, dsn string) error {
+			loaded = true
 			progress("drill: reading back %d tables", len(m.Tables))
 			checks, err := CheckTables(ctx, m, dsn)
 			rep.Tables = checks
@@ -161,7 +163,12 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			rep.Bad++
 		}
 	}
-	if rerr != nil {
+	switch {
+	case rerr != nil && !loaded:
+		// Planning, fetching or loading failed: nothing was replayed.
+		rep.Error = "restore failed before the tables could be checked: " + rerr.Error()
+		rep.Replay.Error = "not started: the base backup did not load"
+	case rerr != nil:
 		rep.Replay.Error = rerr.Error()
 	}
 	if res != nil {
@@ -183,10 +190,10 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		}
 	}
 	rep.Replay.OK = rep.Replay.Error == ""
-	rep.OK = rep.Replay.OK && rep.Bad == 0 && rep.Error == "" && len(rep.Tables) == len(plan.Backup.Tables)
-	if rep.Error == "" && len(rep.Tables) != len(plan.Backup.Tables) && rerr != nil {
-		rep.Error = "the base backup could not be loaded, so its tables were not checked"
+	if rep.Error == "" && len(rep.Tables) != len(plan.Backup.Tables) {
+		rep.Error = fmt.Sprintf("only %d of the backup's %d tables were checked", len(rep.Tables), len(plan.Backup.Tables))
 	}
+	rep.OK = rep.Replay.OK && rep.Bad == 0 && rep.Error == ""
 	return rep, nil
 }
 
