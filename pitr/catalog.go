@@ -23,8 +23,10 @@ import (
 // ArchiveKey names the object identifying which database an archive is of.
 const ArchiveKey = "archive.json"
 
-// ArchiveVersion is the archive layout version (docs/FORMAT.md).
-const ArchiveVersion = 1
+// ArchiveVersion is the archive layout version (docs/FORMAT.md). Version 2
+// added optional encryption at rest (keys/ and encrypted objects); version
+// 1 archives are read unchanged.
+const ArchiveVersion = 2
 
 // ArchiveInfo is the content of archive.json.
 type ArchiveInfo struct {
