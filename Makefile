@@ -2,7 +2,7 @@
 # PostgreSQL 15 installed (.ci/run installs PostgreSQL when it is missing).
 GO ?= go
 
-.PHONY: build demo bench-rpo bench-takeout test test-long test-short vet fmt clean
+.PHONY: build demo bench bench-quick bench-rpo bench-takeout test test-long test-short vet fmt clean
 
 build:
 	$(GO) build -o bin/wayback ./cmd/wayback
@@ -11,6 +11,21 @@ build:
 # repair. Cleans up after itself.
 demo: build
 	$(GO) run ./cmd/wayback-demo -wayback bin/wayback
+
+# wayback next to pg_recvlogical, pg_dump, pg_restore and a native
+# subscription on the same data in the same run (docs/performance.md), then
+# the RPO at flush_interval 250ms. SIZE sets the source database size,
+# TXNS the pgbench backlog: make bench SIZE=4GB TXNS=200000
+SIZE ?= 1GB
+TXNS ?= 100000
+BENCH_FLAGS ?=
+bench: build
+	$(GO) run ./cmd/wayback-bench run -wayback bin/wayback -size $(SIZE) -txns $(TXNS) $(BENCH_FLAGS)
+	$(GO) run ./cmd/wayback-bench rpo -duration 20s -flush-interval 250ms
+
+# The same comparison on a small database, in a couple of minutes.
+bench-quick: build
+	$(GO) run ./cmd/wayback-bench run -wayback bin/wayback -size 100MB -txns 20000 $(BENCH_FLAGS)
 
 # Commit-to-durable latency (RPO) to an S3 and a GCS server while pgbench
 # writes: make bench-rpo RPO_FLAGS="-duration 60s -scale 20"

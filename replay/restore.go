@@ -47,7 +47,12 @@ type RestoreResult struct {
 	Dependencies []Dependency  `json:"dependencies,omitempty"`
 	CreatedDB    bool          `json:"created_database"`
 	Took         time.Duration `json:"took_ns"`
-	DryRun       bool          `json:"dry_run"`
+	// LoadTook is the time spent loading the base backup (schema, rows,
+	// indexes and constraints); ReplayTook the time spent applying the
+	// archived transactions after it.
+	LoadTook   time.Duration `json:"load_ns"`
+	ReplayTook time.Duration `json:"replay_ns"`
+	DryRun     bool          `json:"dry_run"`
 }
 
 // TargetNotEmptyError is returned, before anything is written, when the
@@ -141,6 +146,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (res *RestoreResult, err 
 	}()
 
 	progress("loading base backup %s: %d tables, %d rows", plan.Backup.ID, len(plan.Backup.Tables), plan.Backup.Rows())
+	loadBegan := time.Now()
 	err = basebackup.Load(ctx, plan.Backup.Manifest, opts.Stores, opts.TargetDSN, basebackup.LoadOptions{
 		Parallel: opts.Parallel, Log: log,
 		Progress: func(done, total int, table string) { progress("  loaded %d/%d tables (%s)", done, total, table) },
@@ -153,6 +159,8 @@ func Restore(ctx context.Context, opts RestoreOptions) (res *RestoreResult, err 
 			return nil, err
 		}
 	}
+	res.LoadTook = time.Since(loadBegan)
+	replayBegan := time.Now()
 	progress("replaying %d segments from LSN %s", len(segs), plan.Start())
 	lastReport := time.Now()
 	sum, err := Apply(ctx, opts.TargetDSN, plan.Start(), target, segs, Options{
@@ -171,6 +179,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (res *RestoreResult, err 
 		return nil, err
 	}
 	res.Replay = sum
+	res.ReplayTook = time.Since(replayBegan)
 	res.Took = time.Since(began)
 	return res, nil
 }

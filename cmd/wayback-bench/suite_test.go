@@ -1,0 +1,76 @@
+package main
+
+import (
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestSuiteSmoke runs the side-by-side benchmark on a tiny database: every
+// figure must be positive, the restored database and the subscriber must
+// equal the source, and the table must list every figure. It asserts no
+// times; make bench measures them.
+func TestSuiteSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two clusters")
+	}
+	bin := filepath.Join(t.TempDir(), "wayback")
+	if out, err := exec.Command("go", "build", "-o", bin, "../wayback").CombinedOutput(); err != nil {
+		t.Fatalf("build wayback: %v\n%s", err, out)
+	}
+	var log strings.Builder
+	o := defaultSuite
+	o.SizeMB, o.Txns, o.Wayback, o.ProfileDir = 8, 400, bin, t.TempDir()
+	rep, err := runSuite(t.Context(), o, &log)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	if rep.RestoreMatches != "yes" || rep.SubscriberMatches != "yes" {
+		t.Errorf("restored database matches: %s; subscriber matches: %s", rep.RestoreMatches, rep.SubscriberMatches)
+	}
+	if rep.Txns < o.Txns || rep.ReplayedTxns < rep.Txns {
+		t.Errorf("backlog %d transactions, replayed %d; want at least %d", rep.Txns, rep.ReplayedTxns, o.Txns)
+	}
+	for name, v := range map[string]int64{
+		"ship agent": int64(rep.ShipAgent), "ship pg_recvlogical": int64(rep.ShipRecv), "agent RSS": rep.AgentRSS,
+		"backup": int64(rep.Backup), "pg_dump": int64(rep.DumpGzip), "pg_dump -Z0": int64(rep.DumpZ0),
+		"backup bytes": rep.BackupBytes, "dump bytes": rep.DumpGzipBytes, "load": int64(rep.Load), "pg_restore": int64(rep.PgRestore),
+		"replay": int64(rep.Replay), "subscription": int64(rep.SubApply), "segment bytes": rep.SegmentBytes,
+		"raw segment bytes": rep.SegmentRawBytes, "WAL bytes": rep.WALBytes,
+	} {
+		if v <= 0 {
+			t.Errorf("%s: %d, want > 0", name, v)
+		}
+	}
+	var out strings.Builder
+	rep.print(&out)
+	for _, want := range []string{"| Shipping: drain", "| Agent peak RSS", "| Base backup: time", "| Base backup: size", "| Restore (base)", "| Replay (changes)", "| Archive: bytes per transaction", "| Archive: lz4"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+	for _, x := range rep.rows() {
+		if x.means != "" && !(x.ratio > 0) {
+			t.Errorf("%s: ratio %v, want > 0", x.figure, x.ratio)
+		}
+	}
+	for _, p := range []string{"agent", "backup", "restore"} {
+		if _, err := exec.Command("go", "tool", "pprof", "-top", bin, filepath.Join(o.ProfileDir, p+".pprof")).Output(); err != nil {
+			t.Errorf("CPU profile of %s unreadable: %v", p, err)
+		}
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int{"1GB": 1024, "300MB": 300, "0.5gb": 512, "64": 64} {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "x", "-1GB", "0"} {
+		if _, err := parseSize(bad); err == nil {
+			t.Errorf("parseSize(%q) accepted", bad)
+		}
+	}
+}
