@@ -93,6 +93,9 @@ func (r *Report) Err() error {
 		parts = append(parts, "failed")
 	}
 	msg := "restore drill of backup " + r.Backup + " failed: " + parts[0]
+	if r.Backup == "" {
+		msg = "restore drill failed: " + parts[0]
+	}
 	if len(parts) > 1 {
 		msg += fmt.Sprintf(" (and %d more problems)", len(parts)-1)
 	}

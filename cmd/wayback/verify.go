@@ -122,6 +122,10 @@ func (s *scratchFlags) pgBin(c config.Config) string {
 }
 
 func printDrill(r *wayback.DrillReport) {
+	if r.Backup == "" {
+		fmt.Printf("restore drill: not run: %s\nverify --deep: drill FAILED\n", r.Error)
+		return
+	}
 	fmt.Printf("restore drill: base backup %s (LSN %s) into %s\n", r.Backup, r.BackupLSN, r.Scratch)
 	for _, t := range r.Tables {
 		if !t.OK {
