@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -48,9 +49,17 @@ type takeoutManifest struct {
 // TestExport is acceptance 5: export an instant between two batches of
 // writes, load schema.sql and the CSVs into an empty database, and compare
 // every table with the source's content at that instant. A target before
-// the oldest backup fails with one line and leaves no file behind.
+// the oldest backup fails with one line and leaves no file behind. The
+// archive is encrypted: export reads it through the key.
 func TestExport(t *testing.T) {
 	e := newEnv(t)
+	keyFile, _ := writeKeyFile(t, t.TempDir(), "wayback.key")
+	f, err := os.OpenFile(e.config, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("encryption:\n  key_file: " + strconv.Quote(keyFile) + "\n")
+	f.Close()
 	e.exec(`CREATE TABLE items (id bigserial PRIMARY KEY, name text, price numeric(12,2), tags text[], doc jsonb,
 		blob bytea, at timestamptz, total numeric GENERATED ALWAYS AS (price * 2) STORED)`)
 	e.exec(`CREATE SCHEMA "odd.schema"`)
