@@ -15,6 +15,9 @@ import (
 // protocol 1 with logical messages enabled.
 type Stream struct {
 	conn *pgconn.PgConn
+	// readDeadline is the read deadline currently set on the socket, so
+	// Receive sets it only when it changes.
+	readDeadline time.Time
 }
 
 // Event is what Receive returns: either a pgoutput message or a keepalive.
@@ -83,11 +86,32 @@ func IsTimeout(err error) bool { return errors.Is(err, errTimeout) }
 
 // Receive waits until deadline for the next message.
 func (s *Stream) Receive(ctx context.Context, deadline time.Time) (Event, error) {
-	rctx, cancel := context.WithDeadline(ctx, deadline)
-	raw, err := s.conn.ReceiveMessage(rctx)
-	cancel()
+	if err := ctx.Err(); err != nil {
+		return Event{}, fmt.Errorf("receive from replication stream: %w", err)
+	}
+	// A context with a deadline handed to pgconn costs a timer and a
+	// watcher goroutine hand-off per message, a visible share of the
+	// agent's CPU at tens of thousands of messages a second. A socket read
+	// deadline, set only when it changes, and a callback that runs only on
+	// cancellation cost next to nothing per message.
+	sock := s.conn.Conn()
+	if !deadline.Equal(s.readDeadline) {
+		if err := sock.SetReadDeadline(deadline); err != nil {
+			return Event{}, fmt.Errorf("set replication read deadline: %w", err)
+		}
+		s.readDeadline = deadline
+	}
+	stop := context.AfterFunc(ctx, func() { _ = sock.SetReadDeadline(time.Now()) })
+	raw, err := s.conn.ReceiveMessage(context.Background())
+	if !stop() {
+		// Cancellation moved the socket's deadline: set it again next time.
+		s.readDeadline = time.Unix(1, 0)
+	}
 	if err != nil {
-		if pgconn.Timeout(err) && ctx.Err() == nil {
+		if pgconn.Timeout(err) {
+			if ctx.Err() != nil {
+				return Event{}, fmt.Errorf("receive from replication stream: %w", ctx.Err())
+			}
 			return Event{}, errTimeout
 		}
 		return Event{}, fmt.Errorf("receive from replication stream: %w", err)
