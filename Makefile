@@ -45,7 +45,8 @@ test: vet
 	$(GO) test -race -timeout 25m ./...
 
 # The randomized differential test over many seeds (make test runs three).
-# SEEDS is a range or list: make test-long SEEDS=1-50
+# SEEDS is a list (1,5,9), a range (1-50) or a count (50 = seeds 1-50):
+# make test-long SEEDS=1-50
 SEEDS ?= 1-20
 test-long: vet
 	WAYBACK_SEEDS=$(SEEDS) $(GO) test -timeout 60m -count=1 ./e2e -run 'TestDifferential' -v
