@@ -15,7 +15,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 
-	"github.com/wayback-pitr/wayback/basebackup"
 	"github.com/wayback-pitr/wayback/config"
 	"github.com/wayback-pitr/wayback/pitr"
 	"github.com/wayback-pitr/wayback/store"
@@ -56,6 +55,8 @@ type Stats struct {
 	// RPO holds, per shipped segment with transactions, the delay from its
 	// newest commit to the moment it was durable in min_copies stores.
 	RPO []time.Duration
+	// Backup is the state of scheduled base backups.
+	Backup BackupStatus
 }
 
 // New returns an agent; Run starts it.
@@ -96,24 +97,33 @@ func (a *Agent) Run(ctx context.Context) error {
 	// Backfill stores that missed objects (an outage, a store added to the
 	// configuration) beside the live stream, never in its way.
 	a.opts.Fanout.Verify = pitr.CheckObject
+	// Retention deletes on purpose what backfill must not copy back. One
+	// readable copy of retention.json is enough: every store gets one.
+	a.opts.Fanout.SetRepairFilter(func(ctx context.Context) (func(string) bool, error) {
+		st, err := pitr.ReadRetentionState(ctx, a.opts.Fanout.Stores())
+		if st == nil && err != nil {
+			return nil, err
+		}
+		return st.Gone, nil
+	})
 	bg.Add(1)
 	go func() {
 		defer bg.Done()
 		a.opts.Fanout.RunRepair(ctx, a.opts.RepairInterval)
 	}()
+	first := false
 	if !a.opts.NoInitialBackup {
 		cat, err := pitr.Load(ctx, a.opts.Fanout.Stores(), a.log)
 		if err != nil {
 			return err
 		}
-		if len(cat.Backups) == 0 {
-			bg.Add(1)
-			go func() {
-				defer bg.Done()
-				a.initialBackup(ctx)
-			}()
-		}
+		first = len(cat.Backups) == 0
 	}
+	bg.Add(1)
+	go func() {
+		defer bg.Done()
+		a.runSchedule(ctx, first)
+	}()
 	bg.Add(1)
 	go func() {
 		defer bg.Done()
@@ -135,24 +145,6 @@ func (a *Agent) Run(ctx context.Context) error {
 			return nil
 		}
 		backoff = min(backoff*2, 30*time.Second)
-	}
-}
-
-func (a *Agent) initialBackup(ctx context.Context) {
-	cfg := a.opts.Config
-	for attempt := 1; ; attempt++ {
-		_, err := basebackup.Take(ctx, a.opts.Fanout, basebackup.Options{
-			DSN: cfg.Postgres.DSN, BinDir: cfg.Postgres.BinDir, Parallel: cfg.BaseBackup.Parallel, Log: a.log,
-		})
-		if err == nil || ctx.Err() != nil {
-			return
-		}
-		a.log.Error("initial base backup failed; retrying in a minute", zap.Int("attempt", attempt), zap.Error(err))
-		select {
-		case <-time.After(time.Minute):
-		case <-ctx.Done():
-			return
-		}
 	}
 }
 

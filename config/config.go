@@ -26,6 +26,7 @@ type Config struct {
 	MaxSegment    ByteSize   `yaml:"max_segment_size"`
 	BaseBackup    BaseBackup `yaml:"basebackup"`
 	Verify        Verify     `yaml:"verify"`
+	Retention     Retention  `yaml:"retention"`
 	Encryption    Encryption `yaml:"encryption"`
 }
 
@@ -65,6 +66,32 @@ type Postgres struct {
 // BaseBackup configures base backups.
 type BaseBackup struct {
 	Parallel int `yaml:"parallel"`
+	// Schedule is when the agent takes base backups: a cron expression
+	// (5 fields, or @daily, @every 6h, ...) in the agent's local time, or
+	// "off". Default @daily.
+	Schedule string `yaml:"schedule"`
+}
+
+// Retention says which base backups to keep (docs/operations.md). A
+// backup is kept when any rule keeps it; the newest is always kept.
+// Segments older than the oldest kept backup are deleted with the
+// backups. All zero: keep everything.
+type Retention struct {
+	// Daily, Weekly, Monthly, Yearly keep the newest backup of each of the
+	// last N days, ISO weeks, months or years that have one (UTC).
+	Daily   int `yaml:"daily"`
+	Weekly  int `yaml:"weekly"`
+	Monthly int `yaml:"monthly"`
+	Yearly  int `yaml:"yearly"`
+	// Last keeps the N newest backups.
+	Last int `yaml:"last"`
+	// KeepWithin keeps every backup younger than this ("30d", "720h").
+	KeepWithin Duration `yaml:"keep_within"`
+}
+
+// IsZero reports whether no rule is set, i.e. nothing is ever expired.
+func (r Retention) IsZero() bool {
+	return r == Retention{}
 }
 
 // Duration is a time.Duration written as "250ms", "1s", "5m" in YAML.
@@ -72,12 +99,25 @@ type Duration time.Duration
 
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	v, err := time.ParseDuration(n.Value)
+	v, err := parseDuration(n.Value)
 	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration (use e.g. 250ms, 1s, 5m)", n.Line, n.Value)
+		return fmt.Errorf("line %d: %q is not a duration (use e.g. 250ms, 1s, 5m, 30d)", n.Line, n.Value)
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// parseDuration is time.ParseDuration plus whole days ("30d"), which
+// retention periods are naturally written in.
+func parseDuration(s string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n < 0 {
+			return 0, fmt.Errorf("%q is not a number of days", s)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	return time.ParseDuration(s)
 }
 
 // ParseDurationInto parses a flag or variable value such as "250ms".
@@ -130,7 +170,7 @@ func Defaults() Config {
 		Postgres:      Postgres{Slot: "wayback", Publication: "wayback"},
 		FlushInterval: Duration(time.Second),
 		MaxSegment:    16 << 20,
-		BaseBackup:    BaseBackup{Parallel: 2},
+		BaseBackup:    BaseBackup{Parallel: 2, Schedule: "@daily"},
 	}
 }
 
@@ -163,6 +203,24 @@ func ApplyEnv(c *Config, lookup func(string) (string, bool)) error {
 	str("WAYBACK_POSTGRES_PUBLICATION", &c.Postgres.Publication)
 	str("WAYBACK_POSTGRES_BIN_DIR", &c.Postgres.BinDir)
 	str("WAYBACK_VERIFY_SCHEDULE", &c.Verify.Schedule)
+	str("WAYBACK_BASEBACKUP_SCHEDULE", &c.BaseBackup.Schedule)
+	for name, dst := range map[string]*int{"WAYBACK_RETENTION_DAILY": &c.Retention.Daily, "WAYBACK_RETENTION_WEEKLY": &c.Retention.Weekly,
+		"WAYBACK_RETENTION_MONTHLY": &c.Retention.Monthly, "WAYBACK_RETENTION_YEARLY": &c.Retention.Yearly, "WAYBACK_RETENTION_LAST": &c.Retention.Last} {
+		if v, ok := lookup(name); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return fmt.Errorf("%s=%q is not a number", name, v)
+			}
+			*dst = n
+		}
+	}
+	if v, ok := lookup("WAYBACK_RETENTION_KEEP_WITHIN"); ok {
+		d, err := parseDuration(v)
+		if err != nil {
+			return fmt.Errorf("WAYBACK_RETENTION_KEEP_WITHIN=%q is not a duration (use e.g. 30d, 720h)", v)
+		}
+		c.Retention.KeepWithin = Duration(d)
+	}
 	str("WAYBACK_VERIFY_SCRATCH_DSN", &c.Verify.ScratchDSN)
 	str("WAYBACK_ENCRYPTION_KEY_FILE", &c.Encryption.KeyFile)
 	str("WAYBACK_ENCRYPTION_KEY_ENV", &c.Encryption.KeyEnv)
@@ -248,6 +306,15 @@ func (c *Config) Validate(need Need) error {
 	}
 	if len(c.Encryption.OldKeyFiles) > 0 && c.Encryption.KeyFile == "" && c.Encryption.KeyEnv == "" {
 		return errors.New("encryption.old_key_files is set without a current key: set encryption.key_file or encryption.key_env too")
+	}
+	if s := c.BaseBackup.Schedule; s != "" && s != "off" {
+		if _, err := ParseSchedule(s); err != nil {
+			return fmt.Errorf("basebackup.schedule: %w (or \"off\")", err)
+		}
+	}
+	r := c.Retention
+	if r.Daily < 0 || r.Weekly < 0 || r.Monthly < 0 || r.Yearly < 0 || r.Last < 0 || r.KeepWithin < 0 {
+		return errors.New("retention counts and keep_within must not be negative")
 	}
 	if c.Verify.Schedule != "" {
 		if _, err := ParseSchedule(c.Verify.Schedule); err != nil {

@@ -297,11 +297,18 @@ func Verify(ctx context.Context, stores []store.Store, log *zap.Logger, progress
 		return nil, err
 	}
 
+	// Objects retention expired may linger in one store and be gone from
+	// another (deletion goes store by store, and may be interrupted): that
+	// is not a store lacking anything.
+	ret, err := ReadRetentionState(ctx, stores)
+	if err != nil {
+		log.Warn("cannot read retention state; objects expired in one store may show as lacking in another", zap.Error(err))
+	}
 	rep.OK = true
 	for i := range rep.Stores {
 		res := &rep.Stores[i]
 		if held[i] != nil {
-			addLacking(res, i, held, stores)
+			addLacking(res, i, held, stores, ret)
 			judge(res)
 			log.Debug("store verified", zap.String("store", res.URL), zap.String("verdict", string(res.Verdict)),
 				zap.Int("objects", res.Objects), zap.Int64("bytes", res.Bytes), zap.Int("problems", len(res.Problems)))
@@ -314,7 +321,7 @@ func Verify(ctx context.Context, stores []store.Store, log *zap.Logger, progress
 
 // addLacking reports, for store i, the objects another reachable store
 // holds and i lacks.
-func addLacking(res *StoreVerify, i int, held []map[string]bool, stores []store.Store) {
+func addLacking(res *StoreVerify, i int, held []map[string]bool, stores []store.Store, ret *RetentionState) {
 	reported := map[string]bool{}
 	for _, p := range res.Problems {
 		if p.Kind == ProblemMissing {
@@ -327,7 +334,7 @@ func addLacking(res *StoreVerify, i int, held []map[string]bool, stores []store.
 			continue
 		}
 		for k := range held[j] {
-			if !held[i][k] {
+			if !held[i][k] && !ret.Gone(k) {
 				holders[k] = append(holders[k], stores[j].URL())
 			}
 		}

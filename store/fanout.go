@@ -32,6 +32,8 @@ type Fanout struct {
 	mu      sync.Mutex
 	state   []storeState
 	blocked bool // fewer than minCopies stores reachable; logged once
+	// repairFilter, when set, names keys Repair must not copy back.
+	repairFilter func(ctx context.Context) (func(key string) bool, error)
 
 	bg sync.WaitGroup
 
@@ -318,6 +320,15 @@ func (f *Fanout) RunRepair(ctx context.Context, interval time.Duration) {
 	}
 }
 
+// SetRepairFilter installs a function Repair calls once per pass; the
+// predicate it returns says which keys must not be copied (objects that
+// retention is deleting on purpose). A nil filter copies everything.
+func (f *Fanout) SetRepairFilter(fn func(ctx context.Context) (skip func(key string) bool, err error)) {
+	f.mu.Lock()
+	f.repairFilter = fn
+	f.mu.Unlock()
+}
+
 // Repair copies to store i every object another store holds and i lacks:
 // archive metadata first, then segments in stream order, then backups with
 // each manifest after the objects it lists, so that a store is never left
@@ -336,6 +347,15 @@ func (f *Fanout) Repair(ctx context.Context, i int) (int, error) {
 	for _, o := range have {
 		present[o.Key] = true
 	}
+	f.mu.Lock()
+	filter := f.repairFilter
+	f.mu.Unlock()
+	skip := func(string) bool { return false }
+	if filter != nil {
+		if skip, err = filter(ctx); err != nil {
+			return 0, fmt.Errorf("repair %s: %w", target.URL(), err)
+		}
+	}
 	sources := map[string][]int{} // key -> stores holding it
 	for j, s := range f.stores {
 		if j == i {
@@ -346,7 +366,7 @@ func (f *Fanout) Repair(ctx context.Context, i int) (int, error) {
 			continue
 		}
 		for _, o := range objs {
-			if !present[o.Key] {
+			if !present[o.Key] && !skip(o.Key) {
 				sources[o.Key] = append(sources[o.Key], j)
 			}
 		}

@@ -152,3 +152,26 @@ func TestRepairRefusesCorruptSource(t *testing.T) {
 		t.Fatalf("B holds %v", got)
 	}
 }
+
+// TestRepairFilterKeepsExpiredObjectsGone: what the filter names (objects
+// retention is deleting store by store) is not copied back; the rest is.
+func TestRepairFilterKeepsExpiredObjectsGone(t *testing.T) {
+	ctx := context.Background()
+	a, b := NewFile(t.TempDir()), NewFile(t.TempDir())
+	for _, k := range []string{"segments/expired", "segments/live"} {
+		if err := PutBytes(ctx, a, k, []byte(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := NewFanout([]Store{a, b}, 1, zaptest.NewLogger(t))
+	f.SetRepairFilter(func(context.Context) (func(string) bool, error) {
+		return func(k string) bool { return k == "segments/expired" }, nil
+	})
+	n, err := f.Repair(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := keys(t, b); n != 1 || len(got) != 1 || got[0] != "segments/live" {
+		t.Fatalf("repair copied %d objects, store b holds %v; want only segments/live", n, got)
+	}
+}
