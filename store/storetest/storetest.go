@@ -62,7 +62,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 }
 
 func ctxFor(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // a bound, not a speed test: the race detector on a busy machine is slow
 	t.Cleanup(cancel)
 	return ctx
 }
