@@ -37,7 +37,7 @@ bench-rpo:
 # make bench-takeout TAKEOUT_MB=200
 TAKEOUT_MB ?= 200
 bench-takeout:
-	WAYBACK_TAKEOUT_MB=$(TAKEOUT_MB) $(GO) test -timeout 30m -count=1 ./e2e -run 'TestExportMemory' -v
+	WAYBACK_TAKEOUT_MB=$(TAKEOUT_MB) $(GO) test -tags takeoutbench -timeout 30m -count=1 ./e2e -run 'TestExportMemory' -v
 
 # Static checks, then every test against real PostgreSQL 15, with the race
 # detector.
