@@ -1,10 +1,12 @@
 package testenv
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
@@ -21,6 +23,11 @@ type GCSOptions struct {
 	// Faults controls fault injection; StartGCS makes a new controller
 	// when it is nil.
 	Faults *Faults
+	// Listen is the address to listen on; "" is 127.0.0.1 on a free port.
+	// With an address of its own the server answers under any host name
+	// (a container's service name as well as a published port), which
+	// fake-gcs-server alone does not: see hostAgnostic.
+	Listen string
 }
 
 // GCSServer is an in-process Google Cloud Storage server (fake-gcs-server,
@@ -43,7 +50,7 @@ func StartGCS(ctx context.Context, opts GCSOptions) (*GCSServer, error) {
 	if s.Faults == nil {
 		s.Faults = NewFaults()
 	}
-	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cmp.Or(opts.Listen, "127.0.0.1:0"))
 	if err != nil {
 		return nil, fmt.Errorf("testenv: GCS listener: %w", err)
 	}
@@ -61,7 +68,11 @@ func StartGCS(ctx context.Context, opts GCSOptions) (*GCSServer, error) {
 		ln.Close()
 		return nil, fmt.Errorf("testenv: GCS server: %w", err)
 	}
-	s.srv = httptest.NewUnstartedServer(s.Faults.wrap(s.fake.HTTPHandler(), flavorGCS, s.stop))
+	var h http.Handler = s.fake.HTTPHandler()
+	if opts.Listen != "" {
+		h = hostAgnostic(h, addr)
+	}
+	s.srv = httptest.NewUnstartedServer(s.Faults.wrap(h, flavorGCS, s.stop))
 	s.srv.Listener.Close()
 	s.srv.Listener = ln
 	s.srv.Start()
@@ -179,4 +190,44 @@ func (s *GCSServer) Close() {
 		s.srv.Close()
 		s.fake.Stop()
 	})
+}
+
+// hostAgnostic lets fake-gcs-server, which routes XML-API reads
+// (http://HOST/bucket/object) only when HOST is its PublicHost, serve
+// clients that reach it under other names: a container's service name
+// inside a Docker network and 127.0.0.1:PORT through a published port.
+// Each request is handed on with Host set to publicHost, and Location
+// headers (resumable uploads) are rewritten back to the name the client
+// used.
+func hostAgnostic(h http.Handler, publicHost string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked := r.Host
+		r.Host = publicHost
+		h.ServeHTTP(&locationRewriter{ResponseWriter: w, from: "http://" + publicHost, to: "http://" + asked}, r)
+	})
+}
+
+type locationRewriter struct {
+	http.ResponseWriter
+	from, to string
+}
+
+func (l *locationRewriter) WriteHeader(code int) {
+	if loc := l.Header().Get("Location"); strings.HasPrefix(loc, l.from) {
+		l.Header().Set("Location", l.to+strings.TrimPrefix(loc, l.from))
+	}
+	l.ResponseWriter.WriteHeader(code)
+}
+
+func (l *locationRewriter) Write(b []byte) (int, error) {
+	if loc := l.Header().Get("Location"); strings.HasPrefix(loc, l.from) {
+		l.Header().Set("Location", l.to+strings.TrimPrefix(loc, l.from))
+	}
+	return l.ResponseWriter.Write(b)
+}
+
+func (l *locationRewriter) Flush() {
+	if f, ok := l.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
 }

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -45,6 +46,9 @@ type S3Options struct {
 	Faults *Faults
 	// NoIntegrityCheck turns off gofakes3's Content-MD5 verification.
 	NoIntegrityCheck bool
+	// Listen is the address to listen on; "" is 127.0.0.1 on a free port.
+	// cmd/wayback-teststores sets it to serve other containers.
+	Listen string
 }
 
 // S3Server is an in-process S3 server (gofakes3 with the in-memory backend)
@@ -79,7 +83,7 @@ func StartS3(ctx context.Context, opts S3Options) (*S3Server, error) {
 		s.secretKey = S3DefaultSecretAccessKey
 	}
 	fake := gofakes3.New(s.backend, gofakes3.WithIntegrityCheck(!opts.NoIntegrityCheck))
-	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cmp.Or(opts.Listen, "127.0.0.1:0"))
 	if err != nil {
 		return nil, fmt.Errorf("testenv: S3 listener: %w", err)
 	}
