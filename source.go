@@ -12,6 +12,7 @@ import (
 
 	"github.com/wayback-pitr/wayback/agent"
 	"github.com/wayback-pitr/wayback/config"
+	"github.com/wayback-pitr/wayback/metrics"
 	"github.com/wayback-pitr/wayback/pitr"
 	"github.com/wayback-pitr/wayback/store"
 	"github.com/wayback-pitr/wayback/wal"
@@ -140,6 +141,10 @@ func (a *Archive) StartAgent(ctx context.Context, o AgentOptions) (*Agent, error
 // Stats returns the agent's counters: segments and bytes shipped, the
 // newest durable position and commit time, and per-segment RPO samples.
 func (g *Agent) Stats() agent.Stats { return g.agent.Stats() }
+
+// Metrics are the agent's Prometheus metrics (private registry); other
+// schedulers record their actions there, e.g. Metrics().RetentionAction.
+func (g *Agent) Metrics() *metrics.Metrics { return g.agent.Metrics() }
 
 // Done is closed when the agent has stopped.
 func (g *Agent) Done() <-chan struct{} { return g.done }

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wayback-pitr/wayback/config"
+	"github.com/wayback-pitr/wayback/metrics"
 	"github.com/wayback-pitr/wayback/pitr"
 	"github.com/wayback-pitr/wayback/store"
 	"github.com/wayback-pitr/wayback/wal"
@@ -35,6 +36,9 @@ type Options struct {
 	// RepairInterval is how often lagging or failing stores are checked and
 	// backfilled (default 10s).
 	RepairInterval time.Duration
+	// SlotInterval is how often the slot's retained WAL and status are
+	// checked (default 5s).
+	SlotInterval time.Duration
 }
 
 // Agent ships the change stream of one database.
@@ -43,6 +47,11 @@ type Agent struct {
 	log   *zap.Logger
 	stats Stats
 	mu    sync.Mutex
+
+	metrics   *metrics.Metrics
+	serverEnd wal.LSN              // newest server WAL end seen on the stream
+	streaming bool                 // a replication session is open
+	commits   map[string]time.Time // segment key -> newest commit, for per-store metrics
 }
 
 // Stats are the agent's counters, for status output, metrics and tests.
@@ -70,7 +79,16 @@ func New(o Options) *Agent {
 	if o.RepairInterval <= 0 {
 		o.RepairInterval = 10 * time.Second
 	}
-	return &Agent{opts: o, log: o.Log}
+	if o.SlotInterval <= 0 {
+		o.SlotInterval = 5 * time.Second
+	}
+	a := &Agent{opts: o, log: o.Log}
+	a.metrics = metrics.New(metrics.Sources{Lag: a.lag})
+	for _, s := range o.Fanout.Stores() {
+		a.metrics.AddStore(store.Redact(s.URL()))
+	}
+	o.Fanout.OnWrite = a.onWrite
+	return a
 }
 
 // Stats returns a copy of the counters.
@@ -92,8 +110,48 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.ensureArchive(ctx); err != nil {
 		return err
 	}
+	cat, err := pitr.Load(ctx, a.opts.Fanout.Stores(), a.log)
+	if err != nil {
+		return err
+	}
+	if err := a.checkResume(ctx, cat); err != nil {
+		return err
+	}
+	for _, b := range cat.Backups {
+		a.metrics.BaseBackup(b.FinishedAt, b.FinishedAt.Sub(b.StartedAt))
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var fatalMu sync.Mutex
+	var fatal error
+	fail := func(err error) {
+		fatalMu.Lock()
+		if fatal == nil {
+			fatal = err
+			a.log.Error("stopping", zap.Error(err))
+		}
+		fatalMu.Unlock()
+		cancel()
+	}
+	failed := func() error {
+		fatalMu.Lock()
+		defer fatalMu.Unlock()
+		return fatal
+	}
+	if addr := a.opts.Config.Metrics.Listen; addr != "" {
+		done, err := metrics.Serve(ctx, addr, a.metrics.Handler(a.Ready), a.log)
+		if err != nil {
+			return fatalError{err}
+		}
+		defer func() { <-done }()
+	}
 	var bg sync.WaitGroup
 	defer bg.Wait()
+	bg.Add(1)
+	go func() {
+		defer bg.Done()
+		a.watchSlot(ctx, fail)
+	}()
 	// Backfill stores that missed objects (an outage, a store added to the
 	// configuration) beside the live stream, never in its way.
 	a.opts.Fanout.Verify = pitr.CheckObject
@@ -113,10 +171,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 	first := false
 	if !a.opts.NoInitialBackup {
-		cat, err := pitr.Load(ctx, a.opts.Fanout.Stores(), a.log)
-		if err != nil {
-			return err
-		}
 		first = len(cat.Backups) == 0
 	}
 	bg.Add(1)
@@ -132,6 +186,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	backoff := time.Second
 	for {
 		err := a.session(ctx)
+		if f := failed(); f != nil {
+			return f
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -142,7 +199,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
-			return nil
+			return failed()
 		}
 		backoff = min(backoff*2, 30*time.Second)
 	}
@@ -191,8 +248,8 @@ func (a *Agent) checkSource(ctx context.Context) error {
 			return err
 		}
 	}
-	_, err := a.slotState(ctx)
-	return err
+	// The slot itself is checked against the archive by checkResume.
+	return nil
 }
 
 // ensureArchive writes archive.json to a fresh archive and refuses to mix
@@ -246,6 +303,8 @@ func (a *Agent) session(ctx context.Context) error {
 	}
 	defer st.Close(context.Background())
 	a.log.Info("streaming", zap.String("slot", cfg.Postgres.Slot), zap.Stringer("from", start))
+	a.setStreaming(true)
+	defer a.setStreaming(false)
 
 	// The uploader runs beside the receiver so that decoding continues
 	// while a segment is in flight; acknowledgements stay in order because
@@ -284,6 +343,7 @@ func (a *Agent) session(ctx context.Context) error {
 		}
 		lastCut, firstPending = time.Now(), time.Time{}
 		p := pending{key: wal.SegmentKey(info.From, info.To), data: data, info: info}
+		a.noteSegment(p.key, info.LastCommit)
 		for {
 			select {
 			case queue <- p:
@@ -379,6 +439,7 @@ func (a *Agent) session(ctx context.Context) error {
 			}
 		default:
 		}
+		a.noteServerEnd(ev.ServerWALEnd)
 		if ev.Keepalive {
 			b.Extend(ev.ServerWALEnd, ev.ServerTime)
 			if ev.ReplyRequested {
@@ -408,12 +469,26 @@ func (a *Agent) recordDurable(p pending) {
 	if p.info.Txns > 0 {
 		a.stats.LastDurable = p.info.LastCommit
 		lag := time.Since(p.info.LastCommit)
+		a.metrics.Durable(lag)
 		a.stats.RPO = append(a.stats.RPO, lag)
 		if len(a.stats.RPO) > 100000 {
 			a.stats.RPO = a.stats.RPO[len(a.stats.RPO)-50000:]
 		}
 		a.log.Debug("segment durable", zap.String("key", p.key), zap.Uint32("txns", p.info.Txns), zap.Int("bytes", len(p.data)), zap.Duration("commit_to_durable", lag))
 	}
+}
+
+func (a *Agent) setStreaming(on bool) {
+	a.mu.Lock()
+	a.streaming = on
+	a.mu.Unlock()
+	a.metrics.Streaming(on)
+}
+
+func (a *Agent) noteServerEnd(l wal.LSN) {
+	a.mu.Lock()
+	a.serverEnd = max(a.serverEnd, l)
+	a.mu.Unlock()
 }
 
 func earliest(a, b time.Time) time.Time {

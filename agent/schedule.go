@@ -103,6 +103,7 @@ func (a *Agent) backupOnce(ctx context.Context, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
+	a.metrics.BaseBackup(m.FinishedAt, took)
 	log.Info("base backup done", zap.String("backup", m.ID), zap.Duration("took", took))
 	if p := PolicyOf(cfg.Retention); !p.IsZero() {
 		res, err := ApplyRetention(ctx, a.opts.Fanout.Stores(), p, time.Now(), a.log)
@@ -111,6 +112,7 @@ func (a *Agent) backupOnce(ctx context.Context, log *zap.Logger) error {
 			log.Error("retention after base backup failed", zap.Error(err))
 		} else {
 			a.setBackupStatus(func(s *BackupStatus) { s.Expired += res.Backups })
+			a.metrics.RetentionAction("expire_backup", res.Backups)
 		}
 	}
 	return nil

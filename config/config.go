@@ -28,6 +28,22 @@ type Config struct {
 	Verify        Verify     `yaml:"verify"`
 	Retention     Retention  `yaml:"retention"`
 	Encryption    Encryption `yaml:"encryption"`
+	Metrics       Metrics    `yaml:"metrics"`
+	Slot          Slot       `yaml:"slot"`
+}
+
+// Metrics configures the agent's Prometheus endpoint (docs/metrics.md).
+type Metrics struct {
+	// Listen is host:port for /metrics, /healthz and /readyz; empty: off.
+	// `wayback status` reads it too when set.
+	Listen string `yaml:"listen"`
+}
+
+// Slot configures the replication-slot safety checks.
+type Slot struct {
+	// MaxRetained is how much WAL the slot may hold back on the server
+	// before the agent warns (default 1GiB).
+	MaxRetained ByteSize `yaml:"max_retained"`
 }
 
 // Encryption configures client-side encryption of the archive at rest
@@ -171,6 +187,7 @@ func Defaults() Config {
 		FlushInterval: Duration(time.Second),
 		MaxSegment:    16 << 20,
 		BaseBackup:    BaseBackup{Parallel: 2, Schedule: "@daily"},
+		Slot:          Slot{MaxRetained: 1 << 30},
 	}
 }
 
@@ -222,6 +239,14 @@ func ApplyEnv(c *Config, lookup func(string) (string, bool)) error {
 		c.Retention.KeepWithin = Duration(d)
 	}
 	str("WAYBACK_VERIFY_SCRATCH_DSN", &c.Verify.ScratchDSN)
+	str("WAYBACK_METRICS_LISTEN", &c.Metrics.Listen)
+	if v, ok := lookup("WAYBACK_SLOT_MAX_RETAINED"); ok {
+		s, err := ParseByteSize(v)
+		if err != nil {
+			return fmt.Errorf("WAYBACK_SLOT_MAX_RETAINED: %w", err)
+		}
+		c.Slot.MaxRetained = s
+	}
 	str("WAYBACK_ENCRYPTION_KEY_FILE", &c.Encryption.KeyFile)
 	str("WAYBACK_ENCRYPTION_KEY_ENV", &c.Encryption.KeyEnv)
 	if v, ok := lookup("WAYBACK_ENCRYPTION_OLD_KEY_FILES"); ok {

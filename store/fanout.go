@@ -48,6 +48,9 @@ type Fanout struct {
 	MaxBackoff time.Duration
 	// Verify, if set, checks objects before Repair copies them.
 	Verify Verifier
+	// OnWrite, if set, is told of every write attempt to a store (err nil:
+	// the store holds key), for metrics. It must not block.
+	OnWrite func(store int, key string, size int64, err error)
 }
 
 // StoreState is the health of one store as the fan-out sees it.
@@ -252,7 +255,13 @@ func (f *Fanout) tryStore(ctx context.Context, i int, key string, src source, tr
 		closeFn()
 		if err == nil {
 			f.markOK(i)
+			if f.OnWrite != nil {
+				f.OnWrite(i, key, size, nil)
+			}
 			return nil
+		}
+		if f.OnWrite != nil && ctx.Err() == nil {
+			f.OnWrite(i, key, size, err)
 		}
 		if ctx.Err() != nil {
 			return err

@@ -2,6 +2,7 @@ package wal
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -132,9 +133,10 @@ func (s *Stream) Receive(ctx context.Context, deadline time.Time) (Event, error)
 			if len(m.Data) < 26 {
 				return Event{}, errors.New("short XLogData from server")
 			}
-			// Bytes 1..24 are WALStart, ServerWALEnd and ServerTime; only the
-			// pgoutput payload matters (WALStart is 0/0 for some messages).
-			return Event{Msg: m.Data[25:]}, nil
+			// Bytes 1..24 are WALStart, ServerWALEnd and ServerTime; the
+			// payload matters, ServerWALEnd feeds the lag metric (WALStart
+			// is 0/0 for some messages and is never used).
+			return Event{Msg: m.Data[25:], ServerWALEnd: LSN(binary.BigEndian.Uint64(m.Data[9:17]))}, nil
 		default:
 			return Event{}, fmt.Errorf("unexpected CopyData type %q", m.Data[0])
 		}

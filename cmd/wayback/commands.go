@@ -69,6 +69,7 @@ func setupCmd(g *globals) *cobra.Command {
 func agentCmd(g *globals) *cobra.Command {
 	var noBackup bool
 	var repairEvery time.Duration
+	var metricsListen string
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Stream changes to the stores until SIGTERM",
@@ -79,6 +80,9 @@ func agentCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer e.close()
+			if metricsListen != "" {
+				e.cfg.Metrics.Listen = metricsListen
+			}
 			ag, err := e.archive().StartAgent(cmd.Context(), wayback.AgentOptions{Config: e.cfg, NoInitialBackup: noBackup, RepairInterval: repairEvery})
 			if err != nil {
 				return err
@@ -88,6 +92,7 @@ func agentCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&noBackup, "no-initial-backup", false, "do not take a base backup on start when the archive has none")
 	cmd.Flags().DurationVar(&repairEvery, "repair-interval", 10*time.Second, "how often stores that missed objects are checked and backfilled")
+	cmd.Flags().StringVar(&metricsListen, "metrics-listen", "", "host:port serving /metrics, /healthz, /readyz (metrics.listen)")
 	return cmd
 }
 
