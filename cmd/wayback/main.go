@@ -91,7 +91,7 @@ func newRoot() *cobra.Command {
 		}
 	}
 
-	root.AddCommand(setupCmd(g), agentCmd(g), backupCmd(g), listCmd(g), restoreCmd(g), logCmd(g), markCmd(g), undoCmd(g), verifyCmd(g), retentionCmd(g), exportCmd(g))
+	root.AddCommand(setupCmd(g), agentCmd(g), backupCmd(g), listCmd(g), restoreCmd(g), logCmd(g), markCmd(g), undoCmd(g), verifyCmd(g), retentionCmd(g), exportCmd(g), statusCmd(g))
 	return root
 }
 
