@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -126,6 +127,13 @@ func TestSlotSafety(t *testing.T) {
 	code, log := e.startAgent().waitExit(t)
 	if code == 0 || !strings.Contains(log, "acknowledged without being archived") || !strings.Contains(log, "wayback backup") {
 		t.Fatalf("advanced slot: want a non-zero exit saying data was acknowledged without being archived, got exit %d:\n%s", code, tail(log, 10))
+	}
+	// --log-format json: every log line is one JSON object (the final
+	// error is the one plain "wayback:" line).
+	for _, line := range strings.Split(strings.TrimSpace(log), "\n") {
+		if !strings.HasPrefix(line, "wayback: ") && !json.Valid([]byte(line)) {
+			t.Errorf("--log-format json wrote a non-JSON line: %q", line)
+		}
 	}
 	// Recovery: a new base backup covers the gap; the agent then resumes.
 	e.mustRun("backup")
