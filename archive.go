@@ -9,6 +9,7 @@ import (
 
 	"github.com/wayback-pitr/wayback/agent"
 	"github.com/wayback-pitr/wayback/basebackup"
+	"github.com/wayback-pitr/wayback/crypt"
 	"github.com/wayback-pitr/wayback/pitr"
 	"github.com/wayback-pitr/wayback/replay"
 	"github.com/wayback-pitr/wayback/store"
@@ -47,6 +48,13 @@ type ArchiveOptions struct {
 	// credential fails at once. Writers (agent, backup) want it; readers
 	// can do without, since any one store holding a valid copy suffices.
 	Check bool
+	// Keys encrypt and decrypt the archive (docs/encryption.md); empty:
+	// plaintext. An encrypted archive opened without its key fails here,
+	// before anything is read. Load keys with crypt.LoadKeyFile.
+	Keys crypt.Keyring
+	// Write: the caller will write (agent, backup), so with Keys set the
+	// archive's data key is created or rotated as needed.
+	Write bool
 	// Log receives structured logs; nil discards them.
 	Log *zap.Logger
 }
@@ -82,7 +90,14 @@ func Open(ctx context.Context, o ArchiveOptions) (*Archive, error) {
 		}
 		stores = append(stores, s)
 	}
-	return &Archive{stores: stores, log: log, owned: true}, nil
+	wrapped, err := crypt.Wrap(ctx, stores, crypt.Options{Keys: o.Keys, Write: o.Write || o.Check, Log: log})
+	if err != nil {
+		for _, s := range stores {
+			s.Close()
+		}
+		return nil, err
+	}
+	return &Archive{stores: wrapped, log: log, owned: true}, nil
 }
 
 // NewArchive wraps stores the caller opened (for example with an
