@@ -23,7 +23,8 @@ import (
 type Policy struct {
 	// Daily, Weekly, Monthly and Yearly keep the newest backup of each of
 	// the last N days, ISO weeks, months or years that have a backup
-	// (periods in UTC), the way restic's and Borg's keep-* rules count.
+	// (periods in UTC). They apply in that order, and a backup kept by an
+	// earlier rule does not count towards a later one, as in Borg.
 	Daily, Weekly, Monthly, Yearly int
 	// Last keeps the N newest backups.
 	Last int
@@ -87,17 +88,26 @@ func Retain(backups []BackupRef, p Policy, now time.Time) []Decision {
 		{"monthly", p.Monthly, func(t time.Time) string { return t.Format("2006-01") }},
 		{"yearly", p.Yearly, func(t time.Time) string { return t.Format("2006") }},
 	}
+	// Rules apply from daily to yearly, and a backup an earlier rule kept
+	// does not count towards a later one (Borg's counting): daily 7,
+	// weekly 4, monthly 3 keeps 14 backups spanning about three months,
+	// the figure hosting SLAs quote. A period whose newest backup is kept
+	// already is used up all the same.
 	for _, per := range periods {
-		seen := map[string]bool{}
+		counted, last := 0, ""
 		for i := range ds {
-			if len(seen) >= per.n {
+			if counted >= per.n {
 				break
 			}
 			k := per.key(ds[i].Time.UTC())
-			if seen[k] {
+			if k == last {
+				continue // ds is newest first: the first of a period is its newest
+			}
+			last = k
+			if len(ds[i].Reasons) > 0 && !(i == 0 && len(ds[i].Reasons) == 1 && ds[i].Reasons[0] == "newest") {
 				continue
 			}
-			seen[k] = true // ds is newest first: the first of a period is its newest
+			counted++
 			keep(&ds[i], per.name+" "+k)
 		}
 	}

@@ -30,15 +30,17 @@ func kept(ds []Decision) []string {
 }
 
 // TestRetainGFS120Days: 120 daily backups (2026-01-01 .. 2026-04-30) under
-// daily 7, weekly 4, monthly 3. Worked out by hand from a calendar:
-// daily keeps Apr 24..30; ISO weeks W18 (Apr 27..) → Apr 30, W17 → Apr 26,
-// W16 → Apr 19, W15 → Apr 12; months Apr → Apr 30, Mar → Mar 31,
-// Feb → Feb 28.
+// daily 7, weekly 4, monthly 3 keep the SLA's 14 backups. Worked out by
+// hand from a calendar: daily keeps Apr 24..30. ISO weeks: W18 (Apr 27..)
+// and W17 (Apr 20..26) have their newest (Apr 30, Apr 26) kept already, so
+// they do not count; W16 → Apr 19, W15 → Apr 12, W14 → Apr 5, W13 → Mar 29.
+// Months: April's newest is kept already; Mar → Mar 31, Feb → Feb 28,
+// Jan → Jan 31.
 func TestRetainGFS120Days(t *testing.T) {
 	backups := dailyBackups(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), 120)
 	now := time.Date(2026, 4, 30, 12, 0, 0, 0, time.UTC)
 	got := kept(Retain(backups, Policy{Daily: 7, Weekly: 4, Monthly: 3}, now))
-	want := []string{"2026-02-28", "2026-03-31", "2026-04-12", "2026-04-19",
+	want := []string{"2026-01-31", "2026-02-28", "2026-03-29", "2026-03-31", "2026-04-05", "2026-04-12", "2026-04-19",
 		"2026-04-24", "2026-04-25", "2026-04-26", "2026-04-27", "2026-04-28", "2026-04-29", "2026-04-30"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("kept %v\nwant %v", got, want)
@@ -79,10 +81,11 @@ func TestRetainSimulatedClock(t *testing.T) {
 			t.Fatalf("day %d: the newest backup %s was expired", day, b.ID)
 		}
 	}
-	// After 120 days the survivors are TestRetainGFS120Days's eleven: the
-	// yearly rule adds nothing, 2026's newest (Apr 30) being kept already.
-	if len(alive) != 11 {
-		t.Fatalf("after 120 days %d backups survive, want 11", len(alive))
+	// After 120 days the survivors are TestRetainGFS120Days's fourteen:
+	// the yearly rule adds nothing, 2026's newest (Apr 30) being kept
+	// already.
+	if len(alive) != 14 {
+		t.Fatalf("after 120 days %d backups survive, want 14", len(alive))
 	}
 }
 
