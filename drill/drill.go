@@ -123,7 +123,10 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	plan, err := cat.Plan(pitr.Target{Kind: pitr.Latest})
+	// The drill checks the backup and replays as far as the chain reaches,
+	// then reports a gap itself, so it restores up to the gap.
+	latest := pitr.Target{Kind: pitr.Latest, StopAtGap: true}
+	plan, err := cat.Plan(latest)
 	if err != nil {
 		rep.Error = err.Error()
 		return rep, nil
@@ -151,7 +154,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 
 	loaded := false
 	res, rerr := replay.Restore(ctx, replay.RestoreOptions{
-		Stores: opts.Stores, TargetDSN: db.DSN, Target: pitr.Target{Kind: pitr.Latest},
+		Stores: opts.Stores, TargetDSN: db.DSN, Target: latest,
 		Parallel: opts.Parallel, TempDir: opts.TempDir, Log: log, Progress: progress,
 		AfterLoad: func(ctx context.Context, m *basebackup.Manifest, dsn string) error {
 			loaded = true

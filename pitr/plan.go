@@ -37,6 +37,11 @@ type Target struct {
 	XID       uint32
 	Exclusive bool // ToXID: stop before the transaction instead of after it
 	Mark      string
+	// StopAtGap, with Latest, ends quietly where the chain from the backup
+	// ends even when later segments exist beyond a gap. Without it such a
+	// restore fails: "latest" must never silently mean "up to a hole".
+	// Restore drills set it and report the gap themselves.
+	StopAtGap bool
 }
 
 // String describes the target for messages.
@@ -223,6 +228,10 @@ func (c *Catalog) Fetch(ctx context.Context, p *Plan, dir string) ([]LocalSegmen
 	}
 	switch p.Target.Kind {
 	case Latest:
+		if next := c.NextAfter(p.End); next != nil && !p.Target.StopAtGap {
+			return nil, errorOf(ErrGap, "the archive has a gap from LSN %s to %s (no store holds a segment covering it), so the latest state cannot be restored: what was archived after the gap would be left out. Restore to a point before the gap (--to-lsn %s), find the missing segment with 'wayback verify', or restore from a base backup taken after the gap",
+				p.End, next.From, p.End)
+		}
 		reached = true
 	case ToTime:
 		// Coverage up to a later source time proves nothing else committed
