@@ -335,10 +335,7 @@ func restoreCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer e.close()
-			say := progress(e.log)
-			if g.jsonOut {
-				say = func(string, ...any) {}
-			}
+			say := g.progress(e.log)
 			res, err := e.archive().Restore(ctx, wayback.RestoreOptions{
 				TargetDSN: targetDSN, Target: target, Skip: skipXIDs, OnConflict: policy, DryRun: dryRun,
 				Parallel: parallel, Progress: say,

@@ -99,10 +99,7 @@ SHA-256 sums). The zip appears at --out only when complete.`,
 				return err
 			}
 			defer e.close()
-			say := progress(e.log)
-			if g.jsonOut {
-				say = func(string, ...any) {}
-			}
+			say := g.progress(e.log)
 			m, err := e.archive().Export(ctx, wayback.ExportOptions{
 				Target: target, Out: out, ScratchDSN: sc.dsn(e.cfg), PGBin: sc.pgBin(e.cfg), Parallel: parallel, Progress: say,
 			})

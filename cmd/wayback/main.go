@@ -276,6 +276,15 @@ func isTerminal(f *os.File) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
+// progress is progress(log), silenced under --json so that stdout and
+// stderr carry only the machine-readable result and errors.
+func (g *globals) progress(log *zap.Logger) func(format string, args ...any) {
+	if g.jsonOut {
+		return func(string, ...any) {}
+	}
+	return progress(log)
+}
+
 // progress prints human progress lines on a terminal and structured log
 // lines otherwise.
 func progress(log *zap.Logger) func(format string, args ...any) {

@@ -51,10 +51,7 @@ drill passed).`,
 				return err
 			}
 			defer e.close()
-			say := progress(e.log)
-			if g.jsonOut {
-				say = func(string, ...any) {}
-			}
+			say := g.progress(e.log)
 			rep, err := e.archive().Verify(ctx, say)
 			if err != nil {
 				return fmt.Errorf("verify: %w", err)
