@@ -58,14 +58,32 @@ func TestRetention(t *testing.T) {
 		t.Fatalf("dry run deleted something: %d segments (was %d), %d backups", s, segsBefore, b)
 	}
 
-	// Interrupted expiry, on copies of the archive, after k deletions.
-	for _, k := range []int{1, 2, 4, 7, 12, 25} {
+	// Interrupted expiry, on copies of the archive, after k deletions: how
+	// many deletions a whole expiry makes is counted on a first copy, and k
+	// spreads over that range.
+	copyArchive := func() []string {
 		dirs := []string{filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b")}
 		for i, d := range dirs {
 			if err := os.CopyFS(d, os.DirFS(e.storeDir(i))); err != nil {
 				t.Fatal(err)
 			}
 		}
+		return dirs
+	}
+	budget := &atomic.Int64{}
+	budget.Store(1 << 40)
+	dirs := copyArchive()
+	if _, err := agent.ApplyRetention(t.Context(), []store.Store{&crashAfter{store.NewFile(dirs[0]), budget}, &crashAfter{store.NewFile(dirs[1]), budget}},
+		pitr.Policy{Last: 2}, time.Now(), nil); err != nil {
+		t.Fatal(err)
+	}
+	n := int(1<<40 - budget.Load())
+	if n < 6 {
+		t.Fatalf("a whole expiry made only %d deletions", n)
+	}
+	t.Logf("a whole expiry makes %d deletions", n)
+	for _, k := range []int{1, 2, n / 4, n / 2, 3 * n / 4, n - 1} {
+		dirs := copyArchive()
 		left := &atomic.Int64{}
 		left.Store(int64(k))
 		stores := []store.Store{&crashAfter{store.NewFile(dirs[0]), left}, &crashAfter{store.NewFile(dirs[1]), left}}
