@@ -29,6 +29,10 @@ var (
 	ErrGap = pitr.ErrGap
 	// ErrCorrupt: an object failed its checksum in every store holding it.
 	ErrCorrupt = wal.ErrCorrupt
+	// ErrNeedsOperator: the agent stopped on something a restart cannot
+	// fix (a lost slot, a slot ahead of the archive, a store holding
+	// another database's archive); the message says what to do.
+	ErrNeedsOperator = agent.ErrNeedsOperator
 )
 
 // TargetNotEmptyError (errors.As) is returned by Restore, before anything

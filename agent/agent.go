@@ -205,10 +205,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
+// ErrNeedsOperator classifies (errors.Is) the errors Run stops on that
+// restarting the agent cannot fix: a lost or missing slot, a slot ahead of
+// the archive, a store holding another database's archive. A supervisor
+// should not restart on them (the CLI exits with status 3); everything else
+// Run returns is worth a restart after a pause.
+var ErrNeedsOperator = errors.New("needs an operator")
+
 // fatalError marks problems that retrying cannot fix.
 type fatalError struct{ error }
 
-func (f fatalError) Unwrap() error { return f.error }
+func (f fatalError) Unwrap() []error { return []error{f.error, ErrNeedsOperator} }
 
 func isFatal(err error) bool {
 	var f fatalError

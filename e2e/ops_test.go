@@ -125,8 +125,8 @@ func TestSlotSafety(t *testing.T) {
 	e.exec("INSERT INTO t SELECT g, 'unarchived' FROM generate_series(501, 600) g")
 	e.exec("SELECT pg_replication_slot_advance('wayback', pg_current_wal_lsn())")
 	code, log := e.startAgent().waitExit(t)
-	if code == 0 || !strings.Contains(log, "acknowledged without being archived") || !strings.Contains(log, "wayback backup") {
-		t.Fatalf("advanced slot: want a non-zero exit saying data was acknowledged without being archived, got exit %d:\n%s", code, tail(log, 10))
+	if code != 3 || !strings.Contains(log, "acknowledged without being archived") || !strings.Contains(log, "wayback backup") {
+		t.Fatalf("advanced slot: want exit status 3 (needs an operator) saying data was acknowledged without being archived, got exit %d:\n%s", code, tail(log, 10))
 	}
 	// --log-format json: every log line is one JSON object (the final
 	// error is the one plain "wayback:" line).
@@ -155,11 +155,11 @@ func TestSlotSafety(t *testing.T) {
 		t.Fatalf("could not invalidate the slot: wal_status %s", st)
 	}
 	code, log = e.startAgent().waitExit(t)
-	if code == 0 || !strings.Contains(log, "invalidated") || !strings.Contains(log, "wayback setup") || !strings.Contains(log, "wayback verify") {
-		t.Fatalf("lost slot: want a non-zero exit with recovery steps, got exit %d:\n%s", code, tail(log, 10))
+	if code != 3 || !strings.Contains(log, "invalidated") || !strings.Contains(log, "wayback setup") || !strings.Contains(log, "wayback verify") {
+		t.Fatalf("lost slot: want exit status 3 with recovery steps, got exit %d:\n%s", code, tail(log, 10))
 	}
 	r := e.run("agent", "--log-format", "console")
-	if r.code == 0 || !regexp.MustCompile(`(?m)^wayback: .*invalidated.*wayback setup.*wayback backup`).MatchString(r.stderr) {
+	if r.code != 3 || !regexp.MustCompile(`(?m)^wayback: .*invalidated.*wayback setup.*wayback backup`).MatchString(r.stderr) {
 		t.Fatalf("lost slot: want one 'wayback:' line with the recovery steps:\n%s", r)
 	}
 
@@ -168,8 +168,14 @@ func TestSlotSafety(t *testing.T) {
 	e.exec("SELECT pg_reload_conf()")
 	e.exec("SELECT pg_drop_replication_slot('wayback')")
 	r = e.run("agent")
-	if r.code == 0 || !strings.Contains(r.stderr, "does not exist but the archive holds data") || !strings.Contains(r.stderr, "wayback setup") {
-		t.Fatalf("dropped slot: want a non-zero exit with recovery steps:\n%s", r)
+	if r.code != 3 || !strings.Contains(r.stderr, "does not exist but the archive holds data") || !strings.Contains(r.stderr, "wayback setup") {
+		t.Fatalf("dropped slot: want exit status 3 with recovery steps:\n%s", r)
+	}
+	// A source that is merely unreachable is worth a restart: status 1,
+	// which deploy/systemd/wayback.service restarts on (it stops only on 3).
+	r = e.run("agent", "--dsn", "postgres://wayback@127.0.0.1:1/nowhere?connect_timeout=2")
+	if r.code != 1 {
+		t.Fatalf("unreachable source: want exit status 1 (retryable), got:\n%s", r)
 	}
 	// The documented recovery: new slot, new base backup, agent.
 	e.mustRun("setup")

@@ -249,7 +249,9 @@ func (c *Catalog) Fetch(ctx context.Context, p *Plan, dir string) ([]LocalSegmen
 		return nil, errorOf(ErrGap, "the archive has a gap from LSN %s to %s (no store holds a segment covering it), so %s cannot be reached: restore to a point before %s, or from a base backup taken after the gap",
 			p.End, next.From, p.Target, newest.UTC().Format(time.RFC3339))
 	}
-	return nil, errorOf(ErrAfterNewest, "target %s is after the newest archived point (%s, LSN %s): pick an earlier target or use --latest, and check that the agent is running",
+	// The archive holds every commit before p.End (segments are half-open),
+	// so an LSN target at p.End itself is not yet covered either.
+	return nil, errorOf(ErrAfterNewest, "target %s is after the newest archived point (source time %s; the archive holds commits before LSN %s): pick an earlier target or use --latest, and check that the agent is running",
 		p.Target, newest.UTC().Format(time.RFC3339Nano), p.End)
 }
 

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -41,8 +42,22 @@ func main() {
 	defer stop()
 	if err := newRoot().ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "wayback: "+oneLine(err))
-		os.Exit(1)
+		os.Exit(exitStatus(err))
 	}
+}
+
+// Exit statuses: supervisors (systemd's RestartPreventExitStatus, scripts)
+// tell a failure worth retrying from one that needs a person.
+const (
+	exitFailure       = 1 // anything else; retrying later may succeed
+	exitNeedsOperator = 3 // the agent stopped on something a restart cannot fix
+)
+
+func exitStatus(err error) int {
+	if errors.Is(err, wayback.ErrNeedsOperator) {
+		return exitNeedsOperator
+	}
+	return exitFailure
 }
 
 // oneLine keeps an error on a single line: scripts and on-call engineers
