@@ -196,3 +196,48 @@ func queryDB(t *testing.T, e *env, db, sql string) string {
 	}
 	return rows[0][0]
 }
+
+// TestUndoKeylessAndInheritance: undo SQL for a table without a key
+// (REPLICA IDENTITY FULL) holding identical rows, and for a plain
+// inheritance parent, reverts exactly what the transaction did: it neither
+// deletes an identical twin of a row the transaction inserted nor reaches
+// into the parent's child table.
+func TestUndoKeylessAndInheritance(t *testing.T) {
+	e := newEnv(t)
+	e.exec(`CREATE TABLE bag (a int, b text);
+		ALTER TABLE bag REPLICA IDENTITY FULL;
+		CREATE TABLE par (id int PRIMARY KEY, v text);
+		CREATE TABLE chl (extra int) INHERITS (par);
+		ALTER TABLE chl ADD PRIMARY KEY (id)`)
+	e.mustRun("setup")
+	e.startAgent()
+	e.waitBackup(1)
+	e.exec(`INSERT INTO bag VALUES (1, 'x'), (1, 'x'), (1, 'x'), (2, 'y'), (3, 'w'), (3, 'w');
+		INSERT INTO par VALUES (1, 'p1'), (2, 'p2');
+		INSERT INTO chl VALUES (1, 'c1', 0), (2, 'c2', 0)`)
+	before := e.checkpoint("before")
+	e.exec(`BEGIN;
+		DELETE FROM bag WHERE a = 1;
+		INSERT INTO bag VALUES (2, 'y');
+		UPDATE bag SET b = 'v' WHERE ctid = (SELECT ctid FROM bag WHERE a = 3 LIMIT 1);
+		DELETE FROM ONLY par WHERE id = 1;
+		UPDATE ONLY par SET v = 'bad' WHERE id = 2;
+		COMMIT`)
+	xid := e.query1("SELECT xmin FROM ONLY par WHERE id = 2")
+	e.waitArchived()
+
+	sql := e.mustRun("undo", "--xid", xid)
+	script := filepath.Join(t.TempDir(), "undo.sql")
+	os.WriteFile(script, []byte(sql), 0o600)
+	psql := e.pg.Command(t.Context(), "psql", "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-d", "app", "-f", script)
+	if out, err := psql.CombinedOutput(); err != nil {
+		t.Fatalf("psql -1 -f undo.sql: %v\n%s\n%s", err, out, sql)
+	}
+	got, err := testenv.Checksums(t.Context(), e.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := testenv.DiffChecksums(before.sums, got); d != "" {
+		t.Fatalf("source after undo differs from before the transaction:\n%s\nscript:\n%s", d, sql)
+	}
+}

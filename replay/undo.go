@@ -104,7 +104,62 @@ type netChange struct {
 type undoTxn struct {
 	ref  pitr.TxnRef
 	rows map[string]*netChange // by key before the transaction (or first key seen)
-	seq  int
+	// bag is the net effect on tables without a key (REPLICA IDENTITY
+	// FULL), by whole-row image: identical rows cannot be told apart, so
+	// only how many copies of each image the transaction added (n > 0) or
+	// removed (n < 0) matters. The stream carries full old rows for such
+	// tables, so no earlier state is needed.
+	bag map[string]*bagEntry
+	seq int
+}
+
+type bagEntry struct {
+	rel        *wal.Relation
+	img        rowImage
+	n          int
+	firstTouch int
+}
+
+// count adds n copies of the row image t (completed from base for columns
+// the stream left out as unchanged) to the transaction's net effect.
+func (u *undoTxn) count(rel *wal.Relation, t wal.Tuple, base rowImage, n int) rowImage {
+	img := image(rel, t, base)
+	k := rowKey(rel, t)
+	e := u.bag[k]
+	if e == nil {
+		e = &bagEntry{rel: ownedRelation(rel), img: img, firstTouch: u.seq}
+		u.bag[k] = e
+	}
+	e.n += n
+	return img
+}
+
+// countChange records one change to a keyless table in the net effect.
+func (u *undoTxn) countChange(c *wal.Change) error {
+	var old rowImage
+	if c.Op == wal.OpUpdate || c.Op == wal.OpDelete {
+		if c.OldKind == 0 {
+			return fmt.Errorf("the stream has no old row for a change to %s (REPLICA IDENTITY FULL was set later?): undo cannot tell which row to revert", c.Rel.QualifiedName())
+		}
+		for _, v := range c.Old {
+			if v.Kind == wal.KindUnchanged {
+				return fmt.Errorf("the stream's old row for a change to %s lacks a TOASTed value: undo cannot rebuild it", c.Rel.QualifiedName())
+			}
+		}
+		old = u.count(c.Rel, c.Old, nil, -1)
+	}
+	if c.Op == wal.OpUpdate || c.Op == wal.OpInsert {
+		// An unchanged TOASTed value in the new row is the old row's.
+		newRow := make(wal.Tuple, len(c.New))
+		copy(newRow, c.New)
+		for i, v := range newRow {
+			if v.Kind == wal.KindUnchanged && old != nil && i < len(c.Rel.Columns) {
+				newRow[i] = old[c.Rel.Columns[i].Name]
+			}
+		}
+		u.count(c.Rel, newRow, nil, 1)
+	}
+	return nil
 }
 
 // Undo writes SQL that reverts the given transactions on the live
@@ -205,10 +260,20 @@ func Undo(ctx context.Context, o UndoOptions) (*UndoResult, error) {
 	undoneBy := map[string]uint32{}
 	err = cat.Scan(ctx, pitr.ScanOptions{From: plan.Start()}, func(t *wal.Txn) error {
 		if want[t.XID] {
-			u := &undoTxn{ref: found[t.XID], rows: map[string]*netChange{}}
+			u := &undoTxn{ref: found[t.XID], rows: map[string]*netChange{}, bag: map[string]*bagEntry{}}
 			for i := range t.Changes {
 				c := &t.Changes[i]
 				if c.Op == wal.OpMessage {
+					continue
+				}
+				if c.Rel.ReplicaIdentity == 'f' {
+					if err := u.countChange(c); err != nil {
+						return fmt.Errorf("transaction %d: %w", t.XID, err)
+					}
+					for _, k := range keysOf(c) {
+						undoneBy[k] = t.XID
+					}
+					u.seq++
 					continue
 				}
 				oldKey, newKey := rowKey(c.Rel, identity(c)), rowKey(c.Rel, c.New)
@@ -276,24 +341,63 @@ func Undo(ctx context.Context, o UndoOptions) (*UndoResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	order := fkOrder(ctx, o.SourceDSN, tr.rels, log)
-	res.SQL, res.Statements = renderUndo(undo, res.Later, order)
+	src := readSource(ctx, o.SourceDSN, tr.rels, log)
+	res.SQL, res.Statements = renderUndo(undo, res.Later, src)
 	return res, nil
 }
 
-// fkOrder ranks tables so that parents come before children. Without a
-// source connection the archive order is kept.
-func fkOrder(ctx context.Context, dsn string, rels map[string]*wal.Relation, log *zap.Logger) map[string]int {
-	rank := map[string]int{}
+// undoSource is what the undo script's order and statements need to know
+// about the tables on the source.
+type undoSource struct {
+	// rank orders tables so that foreign-key parents come first.
+	rank map[string]int
+	// partitioned names partitioned parents. The stream names the leaf
+	// partition a row lives in, unless the publication publishes via the
+	// partition root; only a root's changes must recurse, so every other
+	// table gets ONLY (an inheritance parent's undo must not reach its
+	// children's rows).
+	partitioned map[string]bool
+}
+
+// only is "ONLY " for every table but a partitioned parent.
+func (s undoSource) only(rel *wal.Relation) string {
+	if s.partitioned[rel.QualifiedName()] {
+		return ""
+	}
+	return "ONLY "
+}
+
+// readSource reads foreign keys and partitioned parents from the source.
+// Without a source connection the archive order is kept and every table is
+// taken as a plain one.
+func readSource(ctx context.Context, dsn string, rels map[string]*wal.Relation, log *zap.Logger) undoSource {
+	src := undoSource{rank: map[string]int{}, partitioned: map[string]bool{}}
 	if dsn == "" {
-		return rank
+		return src
 	}
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		log.Warn("cannot read foreign keys from the source; statements keep archive order", zap.Error(err))
-		return rank
+		return src
 	}
 	defer conn.Close(context.Background())
+	if rows, err := conn.Query(ctx, `SELECT n.nspname || '.' || c.relname FROM pg_class c
+		JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'p'`); err == nil {
+		for rows.Next() {
+			var name string
+			if rows.Scan(&name) == nil {
+				src.partitioned[name] = true
+			}
+		}
+		rows.Close()
+	}
+	src.rank = fkOrder(ctx, conn, rels, log)
+	return src
+}
+
+// fkOrder ranks tables so that parents come before children.
+func fkOrder(ctx context.Context, conn *pgx.Conn, rels map[string]*wal.Relation, log *zap.Logger) map[string]int {
+	rank := map[string]int{}
 	rows, err := conn.Query(ctx, `SELECT cn.nspname || '.' || c.relname, pn.nspname || '.' || p.relname
 		FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = c.relnamespace
 		JOIN pg_class p ON p.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = p.relnamespace
@@ -336,7 +440,8 @@ func fkOrder(ctx context.Context, dsn string, rels map[string]*wal.Relation, log
 // renderUndo writes the script: for each undone transaction, newest
 // first, deletes (children first), then updates, then re-inserts (parents
 // first), all in one transaction.
-func renderUndo(undo []*undoTxn, later []Dependency, rank map[string]int) (string, int) {
+func renderUndo(undo []*undoTxn, later []Dependency, src undoSource) (string, int) {
+	rank := src.rank
 	var b strings.Builder
 	b.WriteString("-- wayback undo\n")
 	for _, u := range undo {
@@ -369,6 +474,17 @@ func renderUndo(undo []*undoTxn, later []Dependency, rank map[string]int) (strin
 				upds = append(upds, nc)
 			}
 		}
+		// Keyless tables: delete one copy of each row image the
+		// transaction added, re-insert each one it removed, as often as
+		// it did; identical rows are interchangeable.
+		for _, e := range undo[i].bag {
+			for k := 0; k < e.n; k++ {
+				dels = append(dels, &netChange{rel: e.rel, post: e.img, firstTouch: e.firstTouch})
+			}
+			for k := 0; k < -e.n; k++ {
+				ins = append(ins, &netChange{rel: e.rel, pre: e.img, firstTouch: e.firstTouch})
+			}
+		}
 		byRank := func(list []*netChange, childrenFirst bool) {
 			sort.SliceStable(list, func(a, c int) bool {
 				ra, rc := rank[list[a].rel.QualifiedName()], rank[list[c].rel.QualifiedName()]
@@ -382,7 +498,7 @@ func renderUndo(undo []*undoTxn, later []Dependency, rank map[string]int) (strin
 		byRank(upds, false)
 		byRank(ins, false)
 		for _, nc := range dels {
-			fmt.Fprintf(&b, "DELETE FROM %s WHERE %s;\n", quoteRel(nc.rel), keyCond(nc.rel, nc.post))
+			fmt.Fprintf(&b, "DELETE FROM %s%s WHERE %s;\n", src.only(nc.rel), quoteRel(nc.rel), rowCond(nc.rel, nc.post, src))
 			n++
 		}
 		for _, nc := range upds {
@@ -398,7 +514,7 @@ func renderUndo(undo []*undoTxn, later []Dependency, rank map[string]int) (strin
 			if len(sets) == 0 {
 				continue
 			}
-			fmt.Fprintf(&b, "UPDATE %s SET %s WHERE %s;\n", quoteRel(nc.rel), strings.Join(sets, ", "), keyCond(nc.rel, nc.post))
+			fmt.Fprintf(&b, "UPDATE %s%s SET %s WHERE %s;\n", src.only(nc.rel), quoteRel(nc.rel), strings.Join(sets, ", "), rowCond(nc.rel, nc.post, src))
 			n++
 		}
 		for _, nc := range ins {
@@ -419,9 +535,29 @@ func renderUndo(undo []*undoTxn, later []Dependency, rank map[string]int) (strin
 	return b.String(), n
 }
 
-// keyCond matches a row by its replica identity columns.
+// rowCond matches the one row an undo statement is for. A table with
+// REPLICA IDENTITY FULL has no key: several rows may be equal in every
+// column, and reverting one change must touch exactly one of them, so the
+// condition picks one row's ctid.
+func rowCond(rel *wal.Relation, img rowImage, src undoSource) string {
+	cond := keyCond(rel, img)
+	if rel.ReplicaIdentity != 'f' {
+		return cond
+	}
+	// tableoid too: under a partitioned parent, ctids repeat across
+	// partitions.
+	return "(tableoid, ctid) = (SELECT tableoid, ctid FROM " + src.only(rel) + quoteRel(rel) + " WHERE " + cond + " LIMIT 1)"
+}
+
+// keyCond matches a row by its replica identity columns. Key columns
+// compare with "=", which is what makes them unique. Without a key (FULL)
+// every column must match exactly, and "=" is looser than that (numeric
+// 1.0 = 1.00, citext ignores case, box compares areas): the text form,
+// printed under the script's pinned settings, must match too, while "="
+// stays in front where the type has it so an index can find the row.
 func keyCond(rel *wal.Relation, img rowImage) string {
 	var conds []string
+	full := rel.ReplicaIdentity == 'f'
 	for _, col := range rel.Columns {
 		if !col.Key {
 			continue
@@ -432,6 +568,8 @@ func keyCond(rel *wal.Relation, img rowImage) string {
 			conds = append(conds, quoteCol(col.Name)+" IS NULL")
 		case typesWithoutEquality[col.TypeOID]:
 			conds = append(conds, quoteCol(col.Name)+"::text = "+literal(v))
+		case full:
+			conds = append(conds, quoteCol(col.Name)+" = "+literal(v), quoteCol(col.Name)+"::text = "+literal(v))
 		default:
 			conds = append(conds, quoteCol(col.Name)+" = "+literal(v))
 		}
