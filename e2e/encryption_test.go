@@ -106,6 +106,10 @@ func TestEncryption(t *testing.T) {
 	e.exec(`INSERT INTO notes SELECT i, $1 || '-base-' || i, i * 1.5 FROM generate_series(1, 3000) i`, encMarker)
 	e.mustRun("setup")
 	agent := e.startAgent("--log-level", "debug")
+	// The first base backup must be complete before the agent is stopped
+	// (a SIGTERM cancels one in progress; on a loaded machine it can take
+	// longer than the workload below).
+	e.waitBackup(1)
 	e.waitArchived()
 	e.exec(`INSERT INTO notes SELECT i, $1 || '-stream-' || i, i FROM generate_series(3001, 4000) i`, encMarker)
 	e.exec(`UPDATE notes SET body = $1 || '-updated' WHERE id % 7 = 0`, encMarker)
