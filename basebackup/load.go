@@ -11,6 +11,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pierrec/lz4/v4"
@@ -34,8 +35,11 @@ type LoadOptions struct {
 // Load restores backup m into the (empty) database at dsn: the schema's
 // pre-data section, every table's rows, sequence positions, then the
 // post-data section (indexes, constraints, triggers), so that indexes are
-// built once over the loaded data. Each object is read from the first store
-// holding a valid copy.
+// built once over the loaded data. Up to opts.Parallel connections load
+// tables and build indexes at once, largest first; a table's indexes are
+// built as soon as its rows are in, while other tables still load, as
+// pg_restore -j does. Each object is read from the first store holding a
+// valid copy.
 func Load(ctx context.Context, m *Manifest, stores []store.Store, dsn string, opts LoadOptions) error {
 	log := opts.Log
 	if log == nil {
@@ -50,48 +54,137 @@ func Load(ctx context.Context, m *Manifest, stores []store.Store, dsn string, op
 	}
 	defer conn.Close(context.Background())
 
+	began := time.Now()
 	if err := execSQLObject(ctx, conn, stores, m.PreData, log); err != nil {
 		return fmt.Errorf("create schema (pre-data) of backup %s: %w", m.ID, err)
 	}
-
-	var mu sync.Mutex
-	done := 0
-	err = forEach(ctx, opts.Parallel, len(m.Tables),
-		func(ctx context.Context, _ int) (*pgx.Conn, func(), error) {
-			c, err := wal.ConnectText(ctx, dsn)
-			if err != nil {
-				return nil, nil, fmt.Errorf("connect to target: %w", err)
-			}
-			return c, func() { c.Close(context.Background()) }, nil
-		},
-		func(ctx context.Context, c *pgx.Conn, i int) error {
-			t := m.Tables[i]
-			for _, f := range t.Files {
-				if err := copyIn(ctx, c, stores, t, f, log); err != nil {
-					return err
-				}
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			done++
-			if opts.Progress != nil {
-				opts.Progress(done, len(m.Tables), t.Schema+"."+t.Name)
-			}
-			return nil
-		})
+	postSQL, err := readSQLObject(ctx, stores, m.PostData, log)
 	if err != nil {
-		return err
+		return fmt.Errorf("read indexes and constraints (post-data) of backup %s: %w", m.ID, err)
 	}
+	log.Info("schema created", zap.Duration("took", time.Since(began)))
+	began = time.Now()
+
+	jobs, serial := loadJobs(m, stores, classifyPostData(postSQL), log, opts.Progress)
+	err = runJobs(ctx, log, opts.Parallel, jobs, func(ctx context.Context) (*pgx.Conn, func(), error) {
+		c, err := wal.ConnectText(ctx, dsn)
+		if err != nil {
+			return nil, nil, fmt.Errorf("connect to target: %w", err)
+		}
+		return c, func() { c.Close(context.Background()) }, nil
+	})
+	if err != nil {
+		return fmt.Errorf("load backup %s: %w", m.ID, err)
+	}
+	log.Info("rows loaded and indexed", zap.Int("tables", len(m.Tables)), zap.Int64("rows", m.Rows()),
+		zap.Int("jobs", len(jobs)), zap.Duration("took", time.Since(began)))
+	began = time.Now()
 
 	for _, s := range m.Sequences {
 		if _, err := conn.Exec(ctx, "SELECT pg_catalog.setval($1::regclass, $2, $3)", pgx.Identifier{s.Schema, s.Name}.Sanitize(), s.LastValue, s.IsCalled); err != nil {
 			return fmt.Errorf("set sequence %s.%s: %w", s.Schema, s.Name, err)
 		}
 	}
-	if err := execSQLObject(ctx, conn, stores, m.PostData, log); err != nil {
-		return fmt.Errorf("create indexes and constraints (post-data) of backup %s: %w", m.ID, err)
+	// The rest of the post-data section, in its order, in one transaction:
+	// foreign keys, partition index attachments, triggers, rules, ...
+	if serial != "" {
+		if _, err := conn.Exec(ctx, serial); err != nil {
+			return fmt.Errorf("create constraints and triggers (post-data) of backup %s: %w", m.ID, err)
+		}
 	}
+	log.Info("constraints and triggers created", zap.Duration("took", time.Since(began)))
 	return nil
+}
+
+// loadJobs plans the parallel part of a load: one job per table (or per
+// data file, for a table stored in several), and one per index build of
+// the post-data section, each waiting for its table's rows. Index builds
+// on tables the backup holds no rows of (partitioned parents, materialized
+// views, unlogged tables) wait for all rows. It returns the jobs and the
+// rest of the post-data section, to run afterwards.
+func loadJobs(m *Manifest, stores []store.Store, post []postDataStatement, log *zap.Logger,
+	progress func(done, total int, table string)) ([]*job, string) {
+	var jobs []*job
+	type tableJobs struct {
+		loads []*job
+		size  int64
+	}
+	byTable := map[[2]string]*tableJobs{}
+	var allLoads []*job
+	var mu sync.Mutex
+	done := 0
+	for _, t := range m.Tables {
+		tj := &tableJobs{}
+		byTable[[2]string{t.Schema, t.Name}] = tj
+		left := len(t.Files)
+		finished := func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if left--; left <= 0 {
+				done++
+				if progress != nil {
+					progress(done, len(m.Tables), t.Schema+"."+t.Name)
+				}
+			}
+		}
+		if len(t.Files) == 0 {
+			finished()
+			continue
+		}
+		// A table in one file is truncated and loaded in one transaction
+		// with COPY FREEZE; the rows of one in several files load in
+		// parallel, each file in its own transaction.
+		freeze := len(t.Files) == 1
+		for _, f := range t.Files {
+			tj.size += f.RawSize
+			j := &job{name: "load " + t.Schema + "." + t.Name, cost: f.RawSize,
+				run: func(ctx context.Context, c *pgx.Conn) error {
+					if err := copyIn(ctx, c, stores, t, f, freeze, log); err != nil {
+						return err
+					}
+					finished()
+					return nil
+				}}
+			tj.loads = append(tj.loads, j)
+			allLoads = append(allLoads, j)
+			jobs = append(jobs, j)
+		}
+	}
+
+	var serial strings.Builder
+	var settings []string
+	for _, st := range post {
+		switch st.Kind {
+		case postSetting:
+			settings = append(settings, st.SQL)
+			serial.WriteString(st.SQL)
+		case postIndex:
+			// The statement runs on a worker's session, after the settings
+			// the dump made before it (search_path, default_tablespace, ...).
+			stmt := strings.Join(settings, "") + st.SQL
+			j := &job{name: "index on " + st.Schema + "." + st.Table,
+				run: func(ctx context.Context, c *pgx.Conn) error {
+					_, err := c.Exec(ctx, stmt)
+					return err
+				}}
+			deps := allLoads
+			if tj, ok := byTable[[2]string{st.Schema, st.Table}]; ok && st.Schema != "" {
+				deps, j.cost = tj.loads, tj.size/2
+			}
+			for _, d := range deps {
+				j.after(d)
+			}
+			jobs = append(jobs, j)
+		default:
+			serial.WriteString(st.SQL)
+		}
+	}
+	// Without any statement besides the settings, skip the round trip.
+	rest := serial.String()
+	if len(rest) == len(strings.Join(settings, "")) {
+		rest = ""
+	}
+	return jobs, rest
 }
 
 // sourceError marks a failure of the store side (missing object, read
@@ -103,7 +196,15 @@ func (e sourceError) Unwrap() error { return e.error }
 // copyIn loads one data file, trying each store in turn. The COPY runs in
 // a transaction that commits only after the object's checksum is verified,
 // so a corrupt copy leaves no rows behind.
-func copyIn(ctx context.Context, conn *pgx.Conn, stores []store.Store, t Table, f FileRef, log *zap.Logger) error {
+//
+// With freeze, the table is truncated first in the same transaction and
+// the rows are loaded with COPY FREEZE: already frozen and all-visible,
+// they need no hint-bit writes when the indexes are built or the table is
+// first read, and no anti-wraparound vacuum rewriting every page later.
+// The target database is new and nobody else reads it, so the MVCC
+// caveat of FREEZE does not matter. (With wal_level=minimal, the truncation
+// also lets PostgreSQL skip the WAL of the rows.)
+func copyIn(ctx context.Context, conn *pgx.Conn, stores []store.Store, t Table, f FileRef, freeze bool, log *zap.Logger) error {
 	table := pgx.Identifier{t.Schema, t.Name}.Sanitize()
 	// Name the columns the backup wrote, in its order: the target table is
 	// pg_dump's re-creation, and a column order that differs (a partition
@@ -131,7 +232,14 @@ func copyIn(ctx context.Context, conn *pgx.Conn, stores []store.Store, t Table, 
 				return err
 			}
 			defer tx.Rollback(context.Background())
-			_, copyErr := conn.PgConn().CopyFrom(ctx, lz4.NewReader(hr), "COPY "+copyTarget+" FROM STDIN")
+			copySQL := "COPY " + copyTarget + " FROM STDIN"
+			if freeze {
+				if _, err := tx.Exec(ctx, "TRUNCATE ONLY "+table); err != nil {
+					return err
+				}
+				copySQL += " (FREEZE)"
+			}
+			_, copyErr := conn.PgConn().CopyFrom(ctx, lz4.NewReader(hr), copySQL)
 			if err := hr.verify(); err != nil {
 				return sourceError{err}
 			}
@@ -159,16 +267,21 @@ func copyIn(ctx context.Context, conn *pgx.Conn, stores []store.Store, t Table, 
 // execSQLObject runs a schema section through the simple protocol in one
 // implicit transaction.
 func execSQLObject(ctx context.Context, conn *pgx.Conn, stores []store.Store, f FileRef, log *zap.Logger) error {
-	b, err := ReadObject(ctx, stores, f, log)
-	if err != nil {
-		return err
-	}
-	sql, err := stripMetaCommands(string(b))
+	sql, err := readSQLObject(ctx, stores, f, log)
 	if err != nil {
 		return err
 	}
 	_, err = conn.Exec(ctx, sql)
 	return err
+}
+
+// readSQLObject reads a schema section, without psql's meta-commands.
+func readSQLObject(ctx context.Context, stores []store.Store, f FileRef, log *zap.Logger) (string, error) {
+	b, err := ReadObject(ctx, stores, f, log)
+	if err != nil {
+		return "", err
+	}
+	return stripMetaCommands(string(b))
 }
 
 // ReadObject reads a whole (small) backup object, uncompressed and

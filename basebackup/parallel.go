@@ -2,7 +2,12 @@ package basebackup
 
 import (
 	"context"
+	"fmt"
 	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
 )
 
 // forEach runs work for items 0..n-1 on up to workers goroutines. Each
@@ -49,6 +54,120 @@ feed:
 	close(errs)
 	if err := <-errs; err != nil {
 		return err
+	}
+	return ctx.Err()
+}
+
+// job is one unit of a load: a table's rows, or an index built on them.
+type job struct {
+	name string
+	// cost estimates the work (bytes to load or index); among the jobs that
+	// are ready, the costliest runs first, so the long ones start early and
+	// the workers finish together.
+	cost int64
+	run  func(ctx context.Context, conn *pgx.Conn) error
+	// waits counts the unfinished jobs this one needs; then lists the jobs
+	// that need this one.
+	waits int
+	then  []*job
+}
+
+// after makes j wait for dep.
+func (j *job) after(dep *job) {
+	j.waits++
+	dep.then = append(dep.then, j)
+}
+
+// runJobs runs jobs on up to workers connections (opened with open), each
+// job once all it waits for have finished, the costliest ready job first.
+// The first error cancels the rest and is returned.
+func runJobs(ctx context.Context, log *zap.Logger, workers int, jobs []*job,
+	open func(ctx context.Context) (*pgx.Conn, func(), error)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		mu      sync.Mutex
+		cond    = sync.NewCond(&mu)
+		ready   []*job
+		pending = len(jobs)
+		running int
+		failed  error
+	)
+	for _, j := range jobs {
+		if j.waits == 0 {
+			ready = append(ready, j)
+		}
+	}
+	// next blocks until a job is ready or nothing is left; nil means stop.
+	next := func() *job {
+		mu.Lock()
+		defer mu.Unlock()
+		// With nothing ready and nothing running, nothing will become ready.
+		for len(ready) == 0 && pending > 0 && running > 0 && failed == nil {
+			cond.Wait()
+		}
+		if failed != nil || len(ready) == 0 {
+			return nil
+		}
+		best := 0
+		for i, j := range ready {
+			if j.cost > ready[best].cost {
+				best = i
+			}
+		}
+		j := ready[best]
+		ready = append(ready[:best], ready[best+1:]...)
+		running++
+		return j
+	}
+	finish := func(j *job, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if j != nil {
+			running--
+		}
+		if err != nil {
+			if failed == nil {
+				failed = err
+				cancel()
+			}
+		} else {
+			pending--
+			for _, t := range j.then {
+				if t.waits--; t.waits == 0 {
+					ready = append(ready, t)
+				}
+			}
+		}
+		cond.Broadcast()
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < max(workers, 1); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, release, err := open(ctx)
+			if err != nil {
+				finish(nil, err)
+				return
+			}
+			defer release()
+			for j := next(); j != nil; j = next() {
+				t := time.Now()
+				err := j.run(ctx, conn)
+				if log != nil {
+					log.Debug("load step done", zap.String("step", j.name), zap.Duration("took", time.Since(t)), zap.Error(err))
+				}
+				finish(j, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if failed != nil {
+		return failed
+	}
+	if pending > 0 {
+		return fmt.Errorf("%d load steps wait on each other", pending)
 	}
 	return ctx.Err()
 }

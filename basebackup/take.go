@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -114,33 +115,55 @@ func Take(ctx context.Context, fan *store.Fanout, opts Options) (*Manifest, erro
 	}
 	defer os.RemoveAll(spool)
 
+	refresh, err := refreshMatViews(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	// The schema is dumped while the rows are copied: each pg_dump spends
+	// most of its time reading the catalogs, which the copies do not wait
+	// for. Both read under the same snapshot.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	schemaErrs := make(chan error, 2)
 	for _, sec := range []struct {
 		section string
 		ref     *FileRef
 	}{{"pre-data", &m.PreData}, {"post-data", &m.PostData}} {
-		var out bytes.Buffer
-		var stderr bytes.Buffer
-		cmd := exec.CommandContext(ctx, pgDump, "--schema-only", "--section="+sec.section, "--snapshot="+slot.SnapshotName,
-			"--no-publications", "--no-subscriptions", "--dbname="+opts.DSN)
-		cmd.Stdout, cmd.Stderr = &out, &stderr
-		if err := cmd.Run(); err != nil {
-			return nil, fmt.Errorf("pg_dump --section=%s: %v: %s", sec.section, err, strings.TrimSpace(stderr.String()))
-		}
-		if sec.section == "post-data" {
-			refresh, err := refreshMatViews(ctx, conn)
+		go func() {
+			began := time.Now()
+			err := func() error {
+				var out, stderr bytes.Buffer
+				cmd := exec.CommandContext(ctx, pgDump, "--schema-only", "--section="+sec.section, "--snapshot="+slot.SnapshotName,
+					"--no-publications", "--no-subscriptions", "--dbname="+opts.DSN)
+				cmd.Stdout, cmd.Stderr = &out, &stderr
+				if err := cmd.Run(); err != nil {
+					return fmt.Errorf("pg_dump --section=%s: %v: %s", sec.section, err, strings.TrimSpace(stderr.String()))
+				}
+				if sec.section == "post-data" {
+					out.WriteString(refresh)
+				}
+				ref, err := storeStream(ctx, fan, spool, prefix+sec.section+".sql.lz4", func(w io.Writer) error {
+					_, err := w.Write(out.Bytes())
+					return err
+				})
+				*sec.ref = ref
+				return err
+			}()
 			if err != nil {
-				return nil, err
+				cancel()
 			}
-			out.WriteString(refresh)
+			log.Debug("schema section dumped", zap.String("section", sec.section), zap.Duration("took", time.Since(began)), zap.Error(err))
+			schemaErrs <- err
+		}()
+	}
+	waitSchema := func() error {
+		var errs []error
+		for range 2 {
+			if err := <-schemaErrs; err != nil {
+				errs = append(errs, err)
+			}
 		}
-		ref, err := storeStream(ctx, fan, spool, prefix+sec.section+".sql.lz4", func(w io.Writer) error {
-			_, err := w.Write(out.Bytes())
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
-		*sec.ref = ref
+		return errors.Join(errs...)
 	}
 
 	m.Tables = make([]Table, len(tables))
@@ -165,6 +188,7 @@ func Take(ctx context.Context, fan *store.Fanout, opts Options) (*Manifest, erro
 			}
 			var rows int64
 			var sum RowSum
+			tb := time.Now()
 			ref, err := storeStream(ctx, fan, spool, fmt.Sprintf("%sdata/%05d.copy.lz4", prefix, i), func(w io.Writer) error {
 				tag, err := wconn.PgConn().CopyTo(ctx, io.MultiWriter(w, &sum), "COPY "+t.quoted()+" TO STDOUT")
 				rows = tag.RowsAffected()
@@ -173,6 +197,7 @@ func Take(ctx context.Context, fan *store.Fanout, opts Options) (*Manifest, erro
 			if err != nil {
 				return fmt.Errorf("back up table %s: %w", t.qualified(), err)
 			}
+			log.Debug("table copied", zap.String("table", t.qualified()), zap.Duration("took", time.Since(tb)))
 			mu.Lock()
 			defer mu.Unlock()
 			m.Tables[i] = Table{Schema: t.schema, Name: t.name, Columns: cols, Rows: rows, RowSum: sum.String(), Files: []FileRef{ref}}
@@ -182,6 +207,9 @@ func Take(ctx context.Context, fan *store.Fanout, opts Options) (*Manifest, erro
 			}
 			return nil
 		})
+	if serr := waitSchema(); serr != nil {
+		return nil, serr // the cause; err is then only the cancellation it caused
+	}
 	if err != nil {
 		return nil, err
 	}
