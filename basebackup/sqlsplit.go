@@ -7,7 +7,7 @@ import (
 // splitStatements cuts SQL text into its top-level statements, each ending
 // in its semicolon (a last statement without one is kept too). It knows
 // enough of PostgreSQL's lexical rules to never cut inside a string
-// literal (standard or E”), a quoted identifier, a dollar-quoted body or
+// literal (standard or escape string), a quoted identifier, a dollar-quoted body or
 // a comment, which is all it takes for pg_dump's output.
 func splitStatements(sql string) []string {
 	var out []string
