@@ -15,13 +15,29 @@ package agent
 //     to run outside an event trigger, so nobody can forge DDL messages
 //     that a restore would execute.
 //
-// The capture path has no exception handler on purpose: a PL/pgSQL
-// EXCEPTION block runs in a subtransaction, and PostgreSQL 15 then decodes
-// a message emitted inside it after later changes of the same transaction
-// (seen here: CREATE TABLE t; INSERT INTO t arrived as INSERT, then the
-// DDL). The path is kept trivial instead. Only the REPLICA IDENTITY fix,
-// which can fail (not the owner), is guarded, and its message is emitted
-// outside the guard.
+// The pad. PostgreSQL 15 positions a logical message in its transaction
+// at the END of the message's WAL record, which is the START of the next
+// record, while a row change is positioned at the start of its own
+// record. When the next record is a change made in another
+// subtransaction of the same transaction (CREATE TABLE t inside SAVEPOINT
+// a; RELEASE a; INSERT INTO t), both carry the same LSN, and the reorder
+// buffer, merging the subtransactions' change lists by LSN, may send
+// either first: sometimes the INSERT arrived before the DDL that creates
+// its table, and restore failed (relation does not exist). Which one wins
+// depends on what else the transaction's lists hold at that moment (a
+// snapshot change queued when another session commits a catalog change
+// while the DDL runs flips it), so it shows up under load. emit_ddl
+// therefore writes a second, non-transactional message right after the
+// DDL message: the DDL message's position is then the start of that
+// record, which is no change of any transaction, so the order is strict.
+// A non-transactional message arrives outside any transaction and is not
+// archived. The same tie is why an earlier capture path, which emitted
+// from inside a PL/pgSQL EXCEPTION block (a subtransaction), saw
+// CREATE TABLE t; INSERT INTO t arrive as INSERT, then the DDL.
+//
+// The capture path still has no exception handler around the DDL
+// message. Only the REPLICA IDENTITY fix, which can fail (not the owner),
+// is guarded, and its message is emitted outside the guard.
 //
 // A query string with several statements fires the trigger once per DDL
 // statement; "n" counts them within the string so replay runs exactly the
@@ -36,6 +52,9 @@ BEGIN
   -- Errors unless called while an event trigger runs.
   PERFORM 1 FROM pg_catalog.pg_event_trigger_ddl_commands() LIMIT 1;
   PERFORM pg_catalog.pg_logical_emit_message(true, 'wayback.ddl', payload);
+  -- Ends the DDL message's record with one that is no change (see
+  -- "The pad" in wayback's agent/ddl.go).
+  PERFORM pg_catalog.pg_logical_emit_message(false, 'wayback.pad', '');
 END
 $fn$;
 REVOKE ALL ON FUNCTION wayback.emit_ddl(text) FROM PUBLIC;
