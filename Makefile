@@ -81,9 +81,16 @@ image-teststores:
 	echo "image-teststores: $$(( $$(date +%s) - start )) s"
 
 # The container-mode restore-drill suite (needs Docker and make images).
-# Images come from the variables above; nothing is pulled.
+# Images come from the variables above; nothing is pulled, and
+# testcontainers' reaper (an image from a registry) is off: the stack
+# removes its containers itself. TESTENV_NETWORK=host because on these
+# machines the test process cannot reach Docker's published ports (the
+# engine's port proxy gets "connection refused" from container addresses);
+# on an ordinary machine or CI runner TESTENV_NETWORK=bridge works too.
+TESTENV_NETWORK ?= host
 test-containers: images
-	WAYBACK_TESTENV=containers WAYBACK_POSTGRES_IMAGE=$(POSTGRES_IMAGE) WAYBACK_IMAGE=$(WAYBACK_IMAGE) \
+	WAYBACK_TESTENV=containers WAYBACK_TESTENV_NETWORK=$(TESTENV_NETWORK) \
+	WAYBACK_POSTGRES_IMAGE=$(POSTGRES_IMAGE) WAYBACK_IMAGE=$(WAYBACK_IMAGE) \
 	WAYBACK_TESTSTORES_IMAGE=$(TESTSTORES_IMAGE) TESTCONTAINERS_RYUK_DISABLED=true \
 	$(GO) test -tags containers -count=1 -timeout 20m -v -run 'TestStack' ./testenv/stack/
 

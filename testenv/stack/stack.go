@@ -52,6 +52,22 @@ const (
 	DefaultTestStoresImage = "wayback-teststores:local"
 )
 
+// Network is how container mode connects its containers.
+type Network string
+
+// The container networks.
+const (
+	// NetworkBridge puts the database and the stores on a private Docker
+	// network and publishes their ports to the test process; the agent's
+	// sidecar shares the database container's network namespace.
+	NetworkBridge Network = "bridge"
+	// NetworkHost runs the database and the stores in the host's network
+	// namespace on free loopback ports (the sidecar still joins the
+	// database container's namespace, which is then the host's). For
+	// Docker engines whose published ports the test process cannot reach.
+	NetworkHost Network = "host"
+)
+
 // Options configure a stack. Zero values are fine.
 type Options struct {
 	// Mode: "" reads WAYBACK_TESTENV (default Local).
@@ -62,6 +78,9 @@ type Options struct {
 	// WAYBACK_TESTSTORES_IMAGE, then the Default*Image constants. Images
 	// must exist locally: the stack never pulls.
 	PostgresImage, WaybackImage, TestStoresImage string
+	// Network is container mode's networking; "" reads
+	// WAYBACK_TESTENV_NETWORK, then NetworkBridge.
+	Network Network
 	// MinCopies is how many stores must hold an object before the agent
 	// acknowledges it (default 1, so one store may be down).
 	MinCopies int
@@ -97,6 +116,10 @@ func (o Options) withDefaults() (Options, error) {
 		return o, fmt.Errorf("stack mode %q: use local or containers", o.Mode)
 	}
 	o.Database = cmp.Or(o.Database, "app")
+	o.Network = cmp.Or(o.Network, Network(strings.TrimSpace(os.Getenv("WAYBACK_TESTENV_NETWORK"))), NetworkBridge)
+	if o.Network != NetworkBridge && o.Network != NetworkHost {
+		return o, fmt.Errorf("container network %q (WAYBACK_TESTENV_NETWORK): use bridge or host", o.Network)
+	}
 	o.PostgresImage = cmp.Or(o.PostgresImage, os.Getenv("WAYBACK_POSTGRES_IMAGE"), DefaultPostgresImage)
 	o.WaybackImage = cmp.Or(o.WaybackImage, os.Getenv("WAYBACK_IMAGE"), DefaultWaybackImage)
 	o.TestStoresImage = cmp.Or(o.TestStoresImage, os.Getenv("WAYBACK_TESTSTORES_IMAGE"), DefaultTestStoresImage)
