@@ -89,6 +89,22 @@ func Apply(ctx context.Context, dsn string, start wal.LSN, target pitr.Target, s
 	if _, err := conn.Exec(ctx, "SET synchronous_commit = off"); err != nil {
 		return nil, err
 	}
+	// Every replayed UPDATE and DELETE finds one row by its replica
+	// identity, which is what the identity's index is for; a native apply
+	// worker always uses it. The planner prefers a sequential scan of a
+	// small table (pgbench_branches: one page when the base was loaded),
+	// and a table updated many times in one target transaction grows by a
+	// dead version per update that no one can prune before the commit, so
+	// each scan gets longer: replay of a pgbench backlog spent most of its
+	// server time in such scans (4.5x slower). Where a table has no usable
+	// index the plan is a sequential scan still, costed so high (the
+	// disable cost) that it would pass jit_above_cost and be JIT-compiled
+	// at every execution (a second per one-row UPDATE): JIT never pays
+	// for statements that touch one row. DDL runs with the defaults (see
+	// message).
+	if _, err := conn.Exec(ctx, "SET enable_seqscan = off; SET jit = off"); err != nil {
+		return nil, fmt.Errorf("set the planner settings of the replay session: %w", err)
+	}
 	if opts.OnConflict == "" {
 		opts.OnConflict = ConflictStop
 	}
@@ -144,7 +160,7 @@ func Apply(ctx context.Context, dsn string, start wal.LSN, target pitr.Target, s
 			return nil
 		})
 		// Queued statements alias this segment's buffer: send them now.
-		if ferr := a.flush(ctx); ferr != nil && err == nil {
+		if ferr := a.send(ctx); ferr != nil && err == nil {
 			err = ferr
 		}
 		if errors.Is(err, errStop) {
@@ -155,6 +171,9 @@ func Apply(ctx context.Context, dsn string, start wal.LSN, target pitr.Target, s
 		}
 	}
 	if err := a.commit(ctx); err != nil {
+		return sum, err
+	}
+	if err := a.flush(ctx); err != nil {
 		return sum, err
 	}
 	if err := a.releaseTriggers(ctx); err != nil {
@@ -226,8 +245,18 @@ type applier struct {
 	opts     Options
 	sum      *Summary
 	batch    []queued
+	// inflight reads the results of sent, the batch the server is
+	// executing (nil: none); see send.
+	inflight *pgconn.MultiResultReader
+	sent     []queued
 	open     bool // a target transaction is open
 	inGroup  int  // statements in the open target transaction
+	// rows maps a row of a mergeable table (see targetTable.mergeable)
+	// to the queued UPDATE of it that a later UPDATE of the same row can
+	// be merged into: table name -> row key -> index in batch.
+	rows map[string]map[string]int
+	// shapes caches statement texts (see build), cleared with tables.
+	shapes map[shapeKey]string
 }
 
 // groupStatements is how many statements consecutive source transactions
@@ -242,6 +271,9 @@ type queued struct {
 	stmt
 	raw bool // BEGIN or COMMIT, not a prepared statement
 	txn TxnRef
+	// stale: change was merged into (see merge) and the statement is
+	// built from it at flush.
+	stale bool
 }
 
 func (a *applier) apply(ctx context.Context, txn *wal.Txn) error {
@@ -283,7 +315,10 @@ func (a *applier) apply(ctx context.Context, txn *wal.Txn) error {
 			a.rollback(ctx)
 			return txnErr(txn, err)
 		}
-		s, err := buildChange(c, tables)
+		if a.merge(c, tables) {
+			continue
+		}
+		s, err := a.build(c, tables)
 		if err != nil {
 			a.rollback(ctx)
 			return txnErr(txn, err)
@@ -293,8 +328,9 @@ func (a *applier) apply(ctx context.Context, txn *wal.Txn) error {
 		}
 		a.batch = append(a.batch, queued{stmt: s, txn: ref})
 		a.inGroup++
+		a.remember(c, tables)
 		if len(a.batch) >= a.opts.BatchSize {
-			if err := a.flush(ctx); err != nil {
+			if err := a.send(ctx); err != nil {
 				return err
 			}
 		}
@@ -369,24 +405,35 @@ func hasDDL(txn *wal.Txn) bool {
 	return false
 }
 
-// commit ends the open target transaction.
+// commit ends the open target transaction. The COMMIT is sent with the
+// batch; its result is read with the batch's.
 func (a *applier) commit(ctx context.Context) error {
 	if !a.open {
 		return nil
 	}
 	a.batch = append(a.batch, queued{stmt: stmt{sql: "COMMIT"}, raw: true})
-	err := a.flush(ctx)
+	err := a.send(ctx)
 	a.open = false
 	return err
 }
 
+// rollback abandons the open target transaction, the batch in flight and
+// the queued statements.
 func (a *applier) rollback(ctx context.Context) {
-	a.batch = a.batch[:0]
-	a.exec(ctx, "ROLLBACK")
+	if a.inflight != nil {
+		_, _ = a.inflight.ReadAll()
+		a.inflight = nil
+	}
+	a.batch, a.sent = a.batch[:0], a.sent[:0]
+	clear(a.rows)
+	_, _ = a.conn.Exec(ctx, "ROLLBACK").ReadAll()
 	a.open = false
 }
 
 func (a *applier) exec(ctx context.Context, sql string) error {
+	if err := a.wait(ctx); err != nil {
+		return err
+	}
 	_, err := a.conn.Exec(ctx, sql).ReadAll()
 	if err != nil {
 		return fmt.Errorf("%s on target: %w", sql, err)
@@ -394,14 +441,38 @@ func (a *applier) exec(ctx context.Context, sql string) error {
 	return nil
 }
 
-// flush sends the queued statements in one round trip and checks that
-// every UPDATE and DELETE found its row.
+// flush sends the queued statements and waits for them.
 func (a *applier) flush(ctx context.Context) error {
+	if err := a.send(ctx); err != nil {
+		return err
+	}
+	return a.wait(ctx)
+}
+
+// send sends the queued statements in one round trip without waiting for
+// their results, once the batch sent before has been checked: the server
+// executes one batch while the next is decoded and built. At most one
+// batch is in flight, so a batch whose check fails is rolled back before
+// anything after it reaches the server. Every other use of the connection
+// waits for the batch in flight first (see wait).
+func (a *applier) send(ctx context.Context) error {
+	if err := a.wait(ctx); err != nil {
+		return err
+	}
 	if len(a.batch) == 0 {
 		return nil
 	}
 	b := &pgconn.Batch{}
-	for _, q := range a.batch {
+	for i := range a.batch {
+		q := &a.batch[i]
+		if q.stale {
+			s, err := a.build(q.change, a.tables)
+			if err != nil {
+				a.rollback(ctx)
+				return txnRefErr(q.txn, err)
+			}
+			q.stmt, q.stale = s, false
+		}
 		if q.raw {
 			b.ExecParams(q.sql, nil, nil, nil, nil)
 			continue
@@ -413,11 +484,27 @@ func (a *applier) flush(ctx context.Context) error {
 		}
 		b.ExecPrepared(name, q.params, nil, nil)
 	}
-	results, err := a.conn.ExecBatch(ctx, b).ReadAll()
+	// The batch is encoded into its own buffer here, so the segment the
+	// parameters alias may go once send returns.
+	a.inflight = a.conn.ExecBatch(ctx, b)
+	a.sent, a.batch = a.batch, a.sent[:0]
+	clear(a.rows) // they index the batch just sent
+	return nil
+}
+
+// wait reads the results of the batch in flight, if any, and checks that
+// every UPDATE and DELETE in it found its row.
+func (a *applier) wait(ctx context.Context) error {
+	if a.inflight == nil {
+		return nil
+	}
+	results, err := a.inflight.ReadAll()
+	a.inflight = nil
+	sent := a.sent
 	var failed *queued
 	if err == nil {
 		for i, r := range results {
-			if q := &a.batch[i]; q.wantOne && r.CommandTag.RowsAffected() != 1 {
+			if q := &sent[i]; q.wantOne && r.CommandTag.RowsAffected() != 1 {
 				c := q.change
 				failed = q
 				err = fmt.Errorf("%s of %s %s matched %d rows instead of 1: the target does not match the archive",
@@ -425,21 +512,21 @@ func (a *applier) flush(ctx context.Context) error {
 				break
 			}
 		}
-	} else if len(results) < len(a.batch) {
-		failed = &a.batch[len(results)]
+	} else if len(results) < len(sent) {
+		failed = &sent[len(results)]
 		if c := failed.change; c != nil {
 			err = fmt.Errorf("%s of %s %s: %w", c.Op, tableOf(c), describeKey(c), err)
 		}
 	}
 	if err != nil {
-		ref := a.batch[0].txn
+		ref := sent[0].txn
 		if failed != nil {
 			ref = failed.txn
 		}
 		a.rollback(ctx)
 		return txnRefErr(ref, err)
 	}
-	a.batch = a.batch[:0]
+	a.sent = sent[:0]
 	return nil
 }
 
@@ -447,6 +534,9 @@ func (a *applier) flush(ctx context.Context) error {
 // its place in the transaction; sequence snapshots are remembered for the
 // end of the replay.
 func (a *applier) message(ctx context.Context, c *wal.Change, step *ddlStep) error {
+	if err := a.wait(ctx); err != nil {
+		return err
+	}
 	switch c.Prefix {
 	case DDLPrefix:
 		if step == nil {
@@ -479,10 +569,18 @@ func (a *applier) message(ctx context.Context, c *wal.Change, step *ddlStep) err
 		if err != nil {
 			return err
 		}
+		// The DDL's own queries (a CREATE TABLE AS, a foreign key's check)
+		// get the planner's usual choices; row changes after it do not.
+		if err := a.exec(ctx, "SET LOCAL enable_seqscan TO DEFAULT; SET LOCAL jit TO DEFAULT"); err != nil {
+			return err
+		}
 		if _, err := a.conn.Exec(ctx, stmt).ReadAll(); err != nil {
 			return fmt.Errorf("replay DDL %q: %w", truncate(stmt, 200), err)
 		}
 		if err := a.matchMissing(ctx, m, existed); err != nil {
+			return err
+		}
+		if err := a.exec(ctx, "SET LOCAL enable_seqscan = off; SET LOCAL jit = off"); err != nil {
 			return err
 		}
 		if err := a.repin(ctx, m.Settings); err != nil {
@@ -510,6 +608,7 @@ func (a *applier) message(ctx context.Context, c *wal.Change, step *ddlStep) err
 		}
 		clear(a.prepared)
 		clear(a.tables)
+		clear(a.shapes)
 		if err := a.holdTriggers(ctx); err != nil {
 			return err
 		}
@@ -542,6 +641,9 @@ func (a *applier) targetTables(ctx context.Context, c *wal.Change) (targetTables
 		if _, ok := a.tables[key]; ok {
 			continue
 		}
+		if err := a.wait(ctx); err != nil {
+			return nil, err
+		}
 		// format_type names a type without its schema when the schema is
 		// on search_path, and a DDL transaction runs with the search_path
 		// its source session had: look up with an empty search_path so
@@ -552,7 +654,11 @@ func (a *applier) targetTables(ctx context.Context, c *wal.Change) (targetTables
 				EXISTS (SELECT 1 FROM pg_catalog.pg_type t JOIN pg_catalog.pg_opclass o
 						ON o.opcintype = CASE WHEN t.typtype = 'd' THEN t.typbasetype WHEN t.typtype = 'e' THEN 'pg_catalog.anyenum'::pg_catalog.regtype ELSE t.oid END
 					JOIN pg_catalog.pg_am m ON m.oid = o.opcmethod
-					WHERE t.oid = a.atttypid AND o.opcdefault AND m.amname = 'btree')::text
+					WHERE t.oid = a.atttypid AND o.opcdefault AND m.amname = 'btree')::text,
+				(c.relkind = 'r' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND (i.indisunique OR i.indisexclusion)
+						AND NOT CASE c.relreplident WHEN 'i' THEN i.indisreplident WHEN 'd' THEN i.indisprimary ELSE false END)
+					AND EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid
+						AND CASE c.relreplident WHEN 'i' THEN i.indisreplident WHEN 'd' THEN i.indisprimary ELSE false END))::text
 			FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 			WHERE c.oid = '`+strings.ReplaceAll(quoteRel(r), "'", "''")+`'::pg_catalog.regclass;
 			SELECT pg_catalog.set_config('search_path', pg_catalog.current_setting('wayback.search_path'), true)`).ReadAll()
@@ -567,6 +673,7 @@ func (a *applier) targetTables(ctx context.Context, c *wal.Change) (targetTables
 				t.btree[string(row[0])] = string(row[3]) == "true"
 			}
 			t.partitioned = string(row[2]) == "p"
+			t.mergeable = string(row[4]) == "true"
 		}
 		a.tables[key] = t
 	}
@@ -577,6 +684,9 @@ func (a *applier) targetTables(ctx context.Context, c *wal.Change) (targetTables
 // type names it formats are schema-qualified and mean the same in any
 // transaction, and restores the search_path after.
 func (a *applier) catalogQuery(ctx context.Context, sql string) (*pgconn.Result, error) {
+	if err := a.wait(ctx); err != nil {
+		return nil, err
+	}
 	results, err := a.conn.Exec(ctx, `SELECT pg_catalog.set_config('wayback.search_path', pg_catalog.current_setting('search_path'), true),
 			pg_catalog.set_config('search_path', '', true);
 		`+sql+`;
@@ -651,6 +761,9 @@ func (a *applier) existingColumns(ctx context.Context, m *ddlMessage) (map[strin
 // rest of the target transaction. Only settings that parse text are
 // accepted, so a forged message cannot change anything else.
 func (a *applier) setLocal(ctx context.Context, settings map[string]string) error {
+	if err := a.wait(ctx); err != nil {
+		return err
+	}
 	for name, value := range settings {
 		if _, ok := wal.TextSetting(name); !ok {
 			continue
@@ -674,6 +787,9 @@ func (a *applier) repin(ctx context.Context, settings map[string]string) error {
 }
 
 func (a *applier) roleExists(ctx context.Context, role string) bool {
+	if a.wait(ctx) != nil {
+		return false
+	}
 	res, err := a.conn.ExecParams(ctx, "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", [][]byte{[]byte(role)}, nil, nil, nil).Close()
 	return err == nil && res.RowsAffected() == 1
 }
@@ -696,6 +812,9 @@ func (a *applier) prepare(ctx context.Context, sql string) (string, error) {
 	if ok {
 		return name, nil
 	}
+	if err := a.wait(ctx); err != nil {
+		return "", err
+	}
 	name = "wb" + strconv.Itoa(len(a.prepared))
 	if _, err := a.conn.Prepare(ctx, name, sql, nil); err != nil {
 		return "", fmt.Errorf("prepare %q: %w", sql, err)
@@ -708,6 +827,9 @@ func (a *applier) prepare(ctx context.Context, sql string) (string, error) {
 // affected; on error the savepoint is rolled back and the transaction
 // stays usable.
 func (a *applier) execOne(ctx context.Context, s stmt) (int64, error) {
+	if err := a.wait(ctx); err != nil {
+		return 0, err
+	}
 	name, err := a.prepare(ctx, s.sql)
 	if err != nil {
 		return 0, err
@@ -846,8 +968,26 @@ func txnErr(txn *wal.Txn, err error) error {
 }
 
 func txnRefErr(t TxnRef, err error) error {
-	return fmt.Errorf("replay transaction xid %d (commit LSN %s, %s): %w", t.XID, t.CommitLSN, t.CommitTime.UTC().Format(time.RFC3339Nano), err)
+	var already *txnError
+	if errors.As(err, &already) {
+		// Found while waiting for an earlier batch, whose transaction it
+		// names already.
+		return err
+	}
+	return &txnError{txn: t, err: err}
 }
+
+// txnError is an error in replaying one transaction.
+type txnError struct {
+	txn TxnRef
+	err error
+}
+
+func (e *txnError) Error() string {
+	return fmt.Sprintf("replay transaction xid %d (commit LSN %s, %s): %v", e.txn.XID, e.txn.CommitLSN, e.txn.CommitTime.UTC().Format(time.RFC3339Nano), e.err)
+}
+
+func (e *txnError) Unwrap() error { return e.err }
 
 // AdvanceSequences moves every sequence owned by a column past the largest
 // value present in that column. Sequences are not in the logical stream

@@ -42,6 +42,9 @@ type targetTable struct {
 	// btree marks columns whose type (or a domain's base type) has a
 	// default btree operator class, so "=" exists and is reflexive.
 	btree map[string]bool
+	// mergeable: an ordinary table whose only unique index or exclusion
+	// constraint is its replica identity's index (see merge.go).
+	mergeable bool
 }
 
 // targetTables holds targetTable by "schema.table"; a missing entry means

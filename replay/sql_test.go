@@ -69,3 +69,42 @@ func TestCTASFirst(t *testing.T) {
 		t.Fatal("ctasFirst changed its input")
 	}
 }
+
+// TestShapeMatchesBuild: a statement whose text comes from the shape cache
+// has the parameters, in the order, that building it afresh gives.
+func TestShapeMatchesBuild(t *testing.T) {
+	rel := &wal.Relation{Namespace: "s", Name: "t", ReplicaIdentity: 'd', Columns: []wal.Column{{Name: "a"}, {Name: "k1", Key: true}, {Name: "b"}, {Name: "k2", Key: true}, {Name: "c"}}}
+	tables := targetTables{"s.t": {types: map[string]string{"k1": "integer", "k2": "text"}}}
+	text := func(s string) wal.Value { return wal.Value{Kind: wal.KindText, Data: []byte(s)} }
+	null, u := wal.Value{Kind: wal.KindNull}, wal.Value{Kind: wal.KindUnchanged}
+	changes := []*wal.Change{
+		{Op: wal.OpInsert, Rel: rel, New: wal.Tuple{text("a"), text("1"), null, text("x"), text("")}},
+		{Op: wal.OpInsert, Rel: rel, New: wal.Tuple{null, text("2"), u, text("y"), text("c")}},
+		{Op: wal.OpUpdate, Rel: rel, New: wal.Tuple{text("a2"), text("1"), u, text("x"), null}},
+		{Op: wal.OpUpdate, Rel: rel, New: wal.Tuple{u, text("1"), text("b"), text("x"), u}},
+	}
+	a := &applier{}
+	for _, c := range changes {
+		for round := 0; round < 2; round++ { // first builds, second hits the cache
+			got, err := a.build(c, tables)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := buildChange(c, tables)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.sql != want.sql || got.wantOne != want.wantOne || len(got.params) != len(want.params) {
+				t.Fatalf("%s round %d: got %q %v, want %q %v", c.Op, round, got.sql, got.params, want.sql, want.params)
+			}
+			for i := range got.params {
+				if (got.params[i] == nil) != (want.params[i] == nil) || string(got.params[i]) != string(want.params[i]) {
+					t.Fatalf("%s round %d: parameter %d is %q, want %q", c.Op, round, i+1, got.params[i], want.params[i])
+				}
+			}
+		}
+	}
+	if len(a.shapes) != len(changes) {
+		t.Fatalf("%d shapes cached, want %d", len(a.shapes), len(changes))
+	}
+}
