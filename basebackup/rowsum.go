@@ -53,16 +53,30 @@ func (r *RowSum) add(line []byte) {
 	r.rows++
 }
 
+// Merge adds the rows o has seen, so that one RowSum covers a table copied
+// in several parts.
+func (r *RowSum) Merge(o *RowSum) {
+	o.flush()
+	r.a += o.a
+	r.b += o.b
+	r.rows += o.rows
+}
+
+// flush counts a trailing row without its newline.
+func (r *RowSum) flush() {
+	if len(r.partial) > 0 {
+		r.add(r.partial)
+		r.partial = r.partial[:0]
+	}
+}
+
 // Rows is the number of complete rows seen.
 func (r *RowSum) Rows() int64 { return r.rows }
 
 // String is the digest as 32 hex digits. A trailing row without its
 // newline (COPY always ends rows with one) is counted.
 func (r *RowSum) String() string {
-	if len(r.partial) > 0 {
-		r.add(r.partial)
-		r.partial = r.partial[:0]
-	}
+	r.flush()
 	return fmt.Sprintf("%016x%016x", r.a, r.b)
 }
 

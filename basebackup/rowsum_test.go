@@ -29,3 +29,15 @@ func TestRowSumOrderIndependentAndSplit(t *testing.T) {
 		t.Fatalf("rows = %d, want 2", r.Rows())
 	}
 }
+
+func TestRowSumMerge(t *testing.T) {
+	var whole, a, b, merged RowSum
+	whole.Write([]byte("1\tx\n2\ty\n3\t\\N\n"))
+	a.Write([]byte("2\ty\n"))
+	b.Write([]byte("3\t\\N\n1\tx")) // the last row without its newline
+	merged.Merge(&a)
+	merged.Merge(&b)
+	if merged.String() != whole.String() || merged.Rows() != 3 {
+		t.Fatalf("merged %s (%d rows), want %s (3 rows)", merged.String(), merged.Rows(), whole.String())
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -30,15 +31,28 @@ import (
 type Options struct {
 	DSN      string
 	BinDir   string // where pg_dump lives; "" searches the usual places
-	Parallel int    // tables copied at once
-	TempDir  string // spool directory; "" uses os.TempDir()
-	Log      *zap.Logger
+	Parallel int    // tables (or chunks of tables) copied at once
+	// ChunkBytes is the table size (on disk, in the source) above which a
+	// table is copied in chunks of about that size, each to its own
+	// object, so that one big table is copied, and later loaded, by
+	// several connections at once. 0 means DefaultChunkBytes; negative
+	// turns chunking off.
+	ChunkBytes int64
+	TempDir    string // spool directory; "" uses os.TempDir()
+	Log        *zap.Logger
 	// Progress, if set, is called after each table is stored.
 	Progress func(done, total int, table string)
 	// AfterSnapshot, if set, runs once the snapshot is exported and before
 	// any data is read. Tests use it to write concurrently with the copy.
 	AfterSnapshot func(ctx context.Context, consistent wal.LSN)
 }
+
+// DefaultChunkBytes is Options.ChunkBytes when unset. A chunk is read with
+// COPY (SELECT ... WHERE ctid ...), which costs the server more per row
+// than COPY of the whole table (up to twice as much for pgbench_accounts
+// on PostgreSQL 15), so only tables big enough to hold the other
+// connections up for long are cut.
+const DefaultChunkBytes = 512 << 20
 
 // Take makes a base backup of the database at opts.DSN into the fan-out's
 // stores and returns its manifest.
@@ -166,10 +180,27 @@ func Take(ctx context.Context, fan *store.Fanout, opts Options) (*Manifest, erro
 		return errors.Join(errs...)
 	}
 
+	parts, err := planParts(ctx, conn, tables, opts.ChunkBytes)
+	if err != nil {
+		return nil, err
+	}
+	type result struct {
+		ref  FileRef
+		rows int64
+		sum  RowSum
+	}
+	results := make([][]result, len(tables))
+	left := make([]int, len(tables))
+	for _, p := range parts {
+		left[p.table]++
+	}
+	for i := range tables {
+		results[i] = make([]result, left[i])
+	}
 	m.Tables = make([]Table, len(tables))
 	var mu sync.Mutex
 	done := 0
-	err = forEach(ctx, opts.Parallel, len(tables),
+	err = forEach(ctx, opts.Parallel, len(parts),
 		func(ctx context.Context, w int) (*pgx.Conn, func(), error) {
 			if w == 0 {
 				return conn, func() {}, nil // already under the snapshot
@@ -180,27 +211,46 @@ func Take(ctx context.Context, fan *store.Fanout, opts Options) (*Manifest, erro
 			}
 			return c, func() { c.Close(context.Background()) }, nil
 		},
-		func(ctx context.Context, wconn *pgx.Conn, i int) error {
+		func(ctx context.Context, wconn *pgx.Conn, item int) error {
+			p := parts[item]
+			i := p.table
 			t := tables[i]
 			cols, err := columnsOf(ctx, wconn, t)
 			if err != nil {
 				return err
 			}
-			var rows int64
-			var sum RowSum
+			key := fmt.Sprintf("%sdata/%05d.copy.lz4", prefix, i)
+			query := "COPY " + t.quoted() + " TO STDOUT"
+			if p.of > 1 {
+				key = fmt.Sprintf("%sdata/%05d.%04d.copy.lz4", prefix, i, p.chunk)
+				query = p.copyQuery(t, cols)
+			}
+			var r result
 			tb := time.Now()
-			ref, err := storeStream(ctx, fan, spool, fmt.Sprintf("%sdata/%05d.copy.lz4", prefix, i), func(w io.Writer) error {
-				tag, err := wconn.PgConn().CopyTo(ctx, io.MultiWriter(w, &sum), "COPY "+t.quoted()+" TO STDOUT")
-				rows = tag.RowsAffected()
+			r.ref, err = storeStream(ctx, fan, spool, key, func(w io.Writer) error {
+				tag, err := wconn.PgConn().CopyTo(ctx, io.MultiWriter(w, &r.sum), query)
+				r.rows = tag.RowsAffected()
 				return err
 			})
 			if err != nil {
 				return fmt.Errorf("back up table %s: %w", t.qualified(), err)
 			}
-			log.Debug("table copied", zap.String("table", t.qualified()), zap.Duration("took", time.Since(tb)))
+			log.Debug("table copied", zap.String("table", t.qualified()), zap.Int("chunk", p.chunk), zap.Int("of", p.of), zap.Duration("took", time.Since(tb)))
 			mu.Lock()
 			defer mu.Unlock()
-			m.Tables[i] = Table{Schema: t.schema, Name: t.name, Columns: cols, Rows: rows, RowSum: sum.String(), Files: []FileRef{ref}}
+			results[i][p.chunk] = r
+			if left[i]--; left[i] > 0 {
+				return nil
+			}
+			tab := Table{Schema: t.schema, Name: t.name, Columns: cols}
+			var sum RowSum
+			for _, r := range results[i] {
+				tab.Rows += r.rows
+				tab.Files = append(tab.Files, r.ref)
+				sum.Merge(&r.sum)
+			}
+			tab.RowSum = sum.String()
+			m.Tables[i] = tab
 			done++
 			if opts.Progress != nil {
 				opts.Progress(done, len(tables), t.qualified())
@@ -277,7 +327,11 @@ func beginSnapshot(ctx context.Context, dsn, snapshot string) (*pgx.Conn, error)
 	return conn, nil
 }
 
-type tableName struct{ schema, name string }
+type tableName struct {
+	schema, name string
+	bytes        int64 // heap size on disk
+	columns      int   // columns COPY writes
+}
 
 func (t tableName) quoted() string    { return pgx.Identifier{t.schema, t.name}.Sanitize() }
 func (t tableName) qualified() string { return t.schema + "." + t.name }
@@ -287,7 +341,9 @@ func (t tableName) qualified() string { return t.schema + "." + t.name }
 // outside the system schemas and wayback's own, largest first so that the
 // parallel copy ends evenly.
 func listTables(ctx context.Context, conn *pgx.Conn) ([]tableName, error) {
-	rows, err := conn.Query(ctx, `SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+	rows, err := conn.Query(ctx, `SELECT n.nspname, c.relname, pg_relation_size(c.oid),
+		(SELECT count(*) FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '')
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE c.relkind = 'r' AND c.relpersistence = 'p'
 		  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'wayback')
 		  AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'
@@ -300,7 +356,7 @@ func listTables(ctx context.Context, conn *pgx.Conn) ([]tableName, error) {
 	var out []tableName
 	for rows.Next() {
 		var t tableName
-		if err := rows.Scan(&t.schema, &t.name); err != nil {
+		if err := rows.Scan(&t.schema, &t.name, &t.bytes, &t.columns); err != nil {
 			return nil, err
 		}
 		out = append(out, t)
@@ -407,4 +463,63 @@ func FindTool(binDir, name string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%s not found (looked in %s and PATH): install the PostgreSQL client of the server's major version or set postgres.bin_dir", name, strings.Join(dirs, ", "))
+}
+
+// part is one object of a table's rows: the whole table, or the rows in
+// one range of its heap blocks.
+type part struct {
+	table     int   // index into the table list
+	chunk, of int   // chunk number and count (of == 1: the whole table)
+	from, to  int64 // heap blocks [from, to); to == 0: to the end
+	size      int64 // estimated bytes on disk, for scheduling
+}
+
+// copyQuery is the COPY of the part's block range. A TID range scan (PG
+// 14 and later) reads just those blocks. The last chunk is open-ended:
+// rows the snapshot sees are in blocks that existed when it was taken,
+// but nothing is lost if the table grew since its size was read.
+func (p part) copyQuery(t tableName, cols []string) string {
+	q := make([]string, len(cols))
+	for i, c := range cols {
+		q[i] = pgx.Identifier{c}.Sanitize()
+	}
+	where := fmt.Sprintf("ctid >= '(%d,0)'::tid", p.from)
+	if p.to > 0 {
+		where += fmt.Sprintf(" AND ctid < '(%d,0)'::tid", p.to)
+	}
+	return "COPY (SELECT " + strings.Join(q, ", ") + " FROM ONLY " + t.quoted() + " WHERE " + where + ") TO STDOUT"
+}
+
+// planParts cuts the tables larger than chunkBytes into block ranges of
+// about that size and returns all parts, the largest first. Chunking
+// needs TID range scans (PostgreSQL 14) and at least one column.
+func planParts(ctx context.Context, conn *pgx.Conn, tables []tableName, chunkBytes int64) ([]part, error) {
+	if chunkBytes == 0 {
+		chunkBytes = DefaultChunkBytes
+	}
+	var version, blockSize int64
+	if err := conn.QueryRow(ctx, `SELECT current_setting('server_version_num')::int, current_setting('block_size')::int`).Scan(&version, &blockSize); err != nil {
+		return nil, fmt.Errorf("read server version: %w", err)
+	}
+	var parts []part
+	for i, t := range tables {
+		n := int64(1)
+		if chunkBytes > 0 && version >= 140000 && t.bytes > chunkBytes && t.columns > 0 {
+			n = (t.bytes + chunkBytes - 1) / chunkBytes
+		}
+		if n == 1 {
+			parts = append(parts, part{table: i, of: 1, size: t.bytes})
+			continue
+		}
+		blocks := t.bytes / blockSize
+		for c := int64(0); c < n; c++ {
+			p := part{table: i, chunk: int(c), of: int(n), from: blocks * c / n, size: t.bytes / n}
+			if c < n-1 {
+				p.to = blocks * (c + 1) / n
+			}
+			parts = append(parts, p)
+		}
+	}
+	sort.SliceStable(parts, func(a, b int) bool { return parts[a].size > parts[b].size })
+	return parts, nil
 }
