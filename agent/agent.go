@@ -456,7 +456,7 @@ func (a *Agent) session(ctx context.Context) error {
 			}
 			continue
 		}
-		committed, err := b.Add(ev.Msg)
+		committed, err := b.AddAt(ev.Msg, ev.WALStart)
 		if err != nil {
 			return fmt.Errorf("decode stream: %w", err)
 		}

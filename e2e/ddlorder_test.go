@@ -24,10 +24,13 @@ import (
 // own in either order, depending on what else they hold. A catalog change
 // committed by another session while the DDL runs (here ANALYZE, timed by
 // a test event trigger that pauses before the capture trigger) puts a
-// snapshot change in the transaction's list and reliably tips the order:
-// without the capture's pad, the INSERT arrived before the CREATE TABLE
-// and the restore failed with "relation does not exist" (seen once in a
-// loaded full test run).
+// snapshot change in the transaction's list and tips the order: the INSERT
+// arrived before the CREATE TABLE and the restore failed with "relation
+// does not exist" (seen once in a loaded full test run; here 2 runs of 2
+// before the fix). Two fixes, each checked: the capture's pad keeps the
+// tie from happening (probe slot), and the agent reorders the ties a
+// capture installed by an older setup still makes (archive order,
+// restore).
 func TestDDLOrderAcrossSubtransactions(t *testing.T) {
 	e := newEnv(t)
 	e.exec(`CREATE TABLE noise (id int PRIMARY KEY, v text); INSERT INTO noise SELECT g, 'n' || g FROM generate_series(1, 200) g;
@@ -69,23 +72,47 @@ func TestDDLOrderAcrossSubtransactions(t *testing.T) {
 		}
 	}()
 
-	const rounds = 3
-	for i := range rounds {
-		// The fidelity test's transaction: DDL in released, rolled-back
-		// and released savepoints, rows at the top level after each.
-		e.exec(fmt.Sprintf(`/* pause here */ BEGIN; SAVEPOINT a; CREATE TABLE sp_%[1]d (id int PRIMARY KEY, v text); RELEASE a;
-			INSERT INTO sp_%[1]d VALUES (1, 'top');
-			SAVEPOINT b; INSERT INTO sp_%[1]d VALUES (2, 'rolled back'); ALTER TABLE sp_%[1]d ADD COLUMN gone int; ROLLBACK TO b;
-			SAVEPOINT c; ALTER TABLE sp_%[1]d ADD COLUMN kept int DEFAULT 7; INSERT INTO sp_%[1]d VALUES (3, 'sub', 8); RELEASE c;
-			UPDATE sp_%[1]d SET kept = 9 WHERE id = 1; COMMIT`, i))
-		// A column added in a savepoint, used right after it by the
-		// transaction itself.
-		e.exec(fmt.Sprintf(`/* pause here */ BEGIN; SAVEPOINT s; ALTER TABLE noise ADD COLUMN c%[1]d int; RELEASE s;
-			UPDATE noise SET c%[1]d = id WHERE id <= 3; COMMIT`, i))
+	rounds := func(tag string) {
+		for i := range 3 {
+			// The fidelity test's transaction: DDL in released, rolled-back
+			// and released savepoints, rows at the top level after each.
+			e.exec(fmt.Sprintf(`/* pause here */ BEGIN; SAVEPOINT a; CREATE TABLE sp_%[1]s (id int PRIMARY KEY, v text); RELEASE a;
+				INSERT INTO sp_%[1]s VALUES (1, 'top');
+				SAVEPOINT b; INSERT INTO sp_%[1]s VALUES (2, 'rolled back'); ALTER TABLE sp_%[1]s ADD COLUMN gone int; ROLLBACK TO b;
+				SAVEPOINT c; ALTER TABLE sp_%[1]s ADD COLUMN kept int DEFAULT 7; INSERT INTO sp_%[1]s VALUES (3, 'sub', 8); RELEASE c;
+				UPDATE sp_%[1]s SET kept = 9 WHERE id = 1; COMMIT`, fmt.Sprint(tag, i)))
+			// A column added in a savepoint, used right after it by the
+			// transaction itself.
+			e.exec(fmt.Sprintf(`/* pause here */ BEGIN; SAVEPOINT s; ALTER TABLE noise ADD COLUMN c_%[1]s int; RELEASE s;
+				UPDATE noise SET c_%[1]s = id WHERE id <= 3; COMMIT`, fmt.Sprint(tag, i)))
+		}
 	}
+	// A second slot shows where the server positions each DDL message.
+	e.exec(`SELECT pg_create_logical_replication_slot('order_probe', 'test_decoding')`)
+
+	// The capture that setup installs: no DDL message shares its position
+	// with a change, so the server's order is strict.
+	rounds("pad")
+	if n := tiedDDL(t, e.dsn); n != 0 {
+		t.Fatalf("%d DDL messages are positioned where a change of their transaction is: the capture's pad did not work", n)
+	}
+	// The capture of setups before the pad: the ties are there, and the
+	// agent puts the messages back in front of the changes.
+	e.exec(`CREATE OR REPLACE FUNCTION wayback.emit_ddl(payload text) RETURNS void
+		LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+		BEGIN
+			PERFORM 1 FROM pg_catalog.pg_event_trigger_ddl_commands() LIMIT 1;
+			PERFORM pg_catalog.pg_logical_emit_message(true, 'wayback.ddl', payload);
+		END
+		$fn$`)
+	rounds("old")
+	if n := tiedDDL(t, e.dsn); n == 0 {
+		t.Fatal("no DDL message of the capture without pad tied with a change: the test no longer exercises the agent's reordering")
+	}
+	e.exec(`SELECT pg_drop_replication_slot('order_probe')`)
 	cancel()
 	wg.Wait()
-	if analyzed < rounds {
+	if analyzed < 6 {
 		t.Fatalf("only %d catalog commits landed while a DDL paused: the interleaving this test needs did not happen", analyzed)
 	}
 	cp := e.checkpoint("after savepoint DDL")
@@ -97,6 +124,37 @@ func TestDDLOrderAcrossSubtransactions(t *testing.T) {
 
 	e.mustRun("restore", "--target-dsn", e.pg.DSN("restored"), "--to-time", cp.at.Format(time.RFC3339Nano))
 	e.assertRestored("restored", cp.sums, cp.name)
+}
+
+// tiedDDL reads what the order_probe slot decoded since the last call and
+// counts the DDL messages positioned at the same LSN as a change of their
+// transaction.
+func tiedDDL(t *testing.T, dsn string) int {
+	t.Helper()
+	rows, err := testenv.QueryRows(t.Context(), dsn, `SELECT lsn::text, xid::text, data FROM pg_logical_slot_get_changes('order_probe', NULL, NULL, 'include-xids', '1')`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes := map[string]bool{} // xid/lsn of changes
+	var msgs []string
+	for _, r := range rows {
+		switch {
+		case strings.HasPrefix(r[2], "table "):
+			changes[r[1]+"/"+r[0]] = true
+		case strings.HasPrefix(r[2], "message: transactional: 1 prefix: "+replay.DDLPrefix+","):
+			msgs = append(msgs, r[1]+"/"+r[0])
+		}
+	}
+	if len(msgs) == 0 {
+		t.Fatal("the probe slot decoded no DDL message")
+	}
+	n := 0
+	for _, m := range msgs {
+		if changes[m] {
+			n++
+		}
+	}
+	return n
 }
 
 // assertDDLFirst decodes every archived segment and fails if a change to

@@ -152,6 +152,14 @@ type Builder struct {
 	before   map[uint32][]byte
 	inTxn    bool
 	txnStart int // body offset of the open transaction's Begin
+	// Where, relative to txnStart, the open transaction's trailing run of
+	// changes from one WAL record (all at runLSN) begins, with the
+	// Relation messages sent for them; runLSN is 0 when there is no run.
+	// schemaAt (-1 if none) is where Relation and Type messages not yet
+	// followed by their change begin. See AddAt.
+	runAt    int
+	runLSN   LSN
+	schemaAt int
 }
 
 // NewBuilder starts the first segment at from, normally the slot's
@@ -202,9 +210,25 @@ func (b *Builder) ensureRel(relid uint32) error {
 	return nil
 }
 
-// Add appends one pgoutput message. It reports the end LSN of a transaction
-// when msg was its Commit. msg is copied.
-func (b *Builder) Add(msg []byte) (committed bool, err error) {
+// Add appends one pgoutput message whose WAL position is unknown. It
+// reports whether msg was a transaction's Commit. msg is copied.
+func (b *Builder) Add(msg []byte) (committed bool, err error) { return b.AddAt(msg, 0) }
+
+// AddAt appends one pgoutput message that arrived with WAL position at
+// (the XLogData WALStart: a change's record start, a logical message's
+// position, 0 for Relation messages). It reports whether msg was a
+// transaction's Commit. msg is copied.
+//
+// PostgreSQL 15 positions a transactional logical message at the end of
+// its WAL record, which is where the next record starts. When that record
+// is a change of another subtransaction of the same transaction, the two
+// tie and the server may send the change first (agent/ddl.go, "The pad").
+// Such a change always belongs after the message, so AddAt moves a
+// transactional message in front of the changes just before it that
+// carry its position, and the Relation messages sent for them. Capture
+// triggers installed by current setups never cause the tie; this keeps
+// sources set up by older versions exact.
+func (b *Builder) AddAt(msg []byte, at LSN) (committed bool, err error) {
 	if len(msg) == 0 {
 		return false, errors.New("empty pgoutput message")
 	}
@@ -215,6 +239,7 @@ func (b *Builder) Add(msg []byte) (committed bool, err error) {
 			return false, errors.New("Begin inside an open transaction")
 		}
 		b.inTxn, b.txnStart = true, b.body.Len()
+		b.runLSN, b.schemaAt = 0, -1
 		clear(b.before)
 	case MsgCommit:
 		if !b.inTxn {
@@ -251,11 +276,15 @@ func (b *Builder) Add(msg []byte) (committed bool, err error) {
 		}
 		b.rels[relid] = bytes.Clone(msg)
 		b.written[relid] = true
+		b.noteSchema()
 	case MsgInsert, MsgUpdate, MsgDelete:
+		start := b.body.Len()
 		if err := b.ensureRel(r.u32()); err != nil {
 			return false, err
 		}
+		b.noteChange(start, at)
 	case MsgTruncate:
+		start := b.body.Len()
 		n := int(r.u32())
 		r.u8()
 		for i := 0; i < n && r.err == nil; i++ {
@@ -266,19 +295,70 @@ func (b *Builder) Add(msg []byte) (committed bool, err error) {
 		if r.err != nil {
 			return false, fmt.Errorf("decode truncate: %w", r.err)
 		}
+		b.noteChange(start, at)
 	case MsgMessage:
-		if msg[1]&1 == 0 && !b.inTxn {
-			// A non-transactional logical message outside any transaction
-			// has no commit to order it by; wayback's own marks are
-			// transactional, so others are not archived.
+		if msg[1]&1 == 0 {
+			if !b.inTxn {
+				// A non-transactional logical message outside any
+				// transaction has no commit to order it by; wayback's own
+				// marks are transactional, so others are not archived.
+				return false, nil
+			}
+			break
+		}
+		r.u8()
+		pos := LSN(r.u64())
+		if r.err != nil {
+			return false, fmt.Errorf("decode logical message: %w", r.err)
+		}
+		if b.inTxn && b.runLSN != 0 && pos == b.runLSN {
+			b.insertAt(b.txnStart+b.runAt, msg)
+			b.runLSN, b.schemaAt = 0, -1
 			return false, nil
 		}
-	case MsgType, MsgOrigin:
+		b.runLSN, b.schemaAt = 0, -1
+	case MsgType:
+		b.noteSchema()
+	case MsgOrigin:
 	default:
 		return false, fmt.Errorf("unexpected pgoutput message type %q", msg[0])
 	}
 	b.appendMsg(msg)
 	return false, nil
+}
+
+// noteSchema records where Relation and Type messages that precede a
+// change begin.
+func (b *Builder) noteSchema() {
+	if b.inTxn && b.schemaAt < 0 {
+		b.schemaAt = b.body.Len() - b.txnStart
+	}
+}
+
+// noteChange records a change appended at body offset start (before any
+// Relation message ensureRel added for it) from the record at WAL position
+// at.
+func (b *Builder) noteChange(start int, at LSN) {
+	if !b.inTxn {
+		return
+	}
+	start -= b.txnStart
+	if b.schemaAt >= 0 {
+		start = b.schemaAt
+	}
+	b.schemaAt = -1
+	if at != 0 && at == b.runLSN {
+		return // another change of the same record
+	}
+	b.runAt, b.runLSN = start, at
+}
+
+// insertAt puts msg into the body at offset off, in front of what follows.
+func (b *Builder) insertAt(off int, msg []byte) {
+	tail := bytes.Clone(b.body.Bytes()[off:])
+	b.body.Truncate(off)
+	b.appendMsg(msg)
+	b.body.Write(tail)
 }
 
 // Extend moves the covered end forward without a transaction, when the

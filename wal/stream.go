@@ -25,6 +25,10 @@ type Stream struct {
 type Event struct {
 	// Msg is a pgoutput message; it is only valid until the next Receive.
 	Msg []byte
+	// WALStart is the WAL position the server gave Msg: a change's record
+	// start, a logical message's position, 0 for Relation messages. It
+	// is no stream position; only Builder.AddAt compares it.
+	WALStart LSN
 	// Keepalive is set for a primary keepalive: the server has decoded
 	// everything before ServerWALEnd.
 	Keepalive      bool
@@ -134,9 +138,9 @@ func (s *Stream) Receive(ctx context.Context, deadline time.Time) (Event, error)
 				return Event{}, errors.New("short XLogData from server")
 			}
 			// Bytes 1..24 are WALStart, ServerWALEnd and ServerTime; the
-			// payload matters, ServerWALEnd feeds the lag metric (WALStart
-			// is 0/0 for some messages and is never used).
-			return Event{Msg: m.Data[25:], ServerWALEnd: LSN(binary.BigEndian.Uint64(m.Data[9:17]))}, nil
+			// payload matters, ServerWALEnd feeds the lag metric, WALStart
+			// (0/0 for some messages) only orders ties (Builder.AddAt).
+			return Event{Msg: m.Data[25:], WALStart: LSN(binary.BigEndian.Uint64(m.Data[1:9])), ServerWALEnd: LSN(binary.BigEndian.Uint64(m.Data[9:17]))}, nil
 		default:
 			return Event{}, fmt.Errorf("unexpected CopyData type %q", m.Data[0])
 		}
