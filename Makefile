@@ -92,7 +92,7 @@ test-containers: images
 	WAYBACK_TESTENV=containers WAYBACK_TESTENV_NETWORK=$(TESTENV_NETWORK) \
 	WAYBACK_POSTGRES_IMAGE=$(POSTGRES_IMAGE) WAYBACK_IMAGE=$(WAYBACK_IMAGE) \
 	WAYBACK_TESTSTORES_IMAGE=$(TESTSTORES_IMAGE) TESTCONTAINERS_RYUK_DISABLED=true \
-	$(GO) test -tags containers -count=1 -timeout 20m -v -run 'TestStack' ./testenv/stack/
+	$(GO) test -tags containers -count=1 -timeout 20m -v -run 'TestStack|TestCIRestoreDrill' ./testenv/stack/ ./examples/
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
