@@ -1,7 +1,7 @@
 // Command wayback-bench measures wayback on throwaway local clusters and
 // in-process object stores, and prints the figures as a Markdown table.
 //
-//	wayback-bench run -wayback bin/wayback [-size 1GB] [-txns 100000] [-cpuprofile DIR]
+//	wayback-bench run -wayback bin/wayback [-size 1GB] [-txns 100000] [-cpuprofile DIR] [-only shipping] [-rounds N]
 //	wayback-bench rpo [-duration 30s] [-scale 10] [-clients 4]
 //
 // run: shipping, base backup, restore, replay and archive size, each next
@@ -45,8 +45,12 @@ func main() {
 		fs.StringVar(&o.Wayback, "wayback", "bin/wayback", "the wayback binary")
 		fs.StringVar(&o.ProfileDir, "cpuprofile", "", "directory for CPU profiles of the wayback commands")
 		fs.BoolVar(&o.Check, "check", true, "compare the restored database and the subscriber with the source")
+		fs.StringVar(&o.Only, "only", "", `"shipping": measure shipping alone (no dumps, base backup, restore or replay)`)
+		fs.IntVar(&o.Rounds, "rounds", o.Rounds, "shipping measurements, each on its own slots, alternating which tool drains first (the median is reported)")
 		_ = fs.Parse(os.Args[2:])
-		if o.SizeMB, err = parseSize(*size); err == nil {
+		if o.Only != "" && o.Only != "shipping" {
+			err = fmt.Errorf("-only %q: the only part that runs alone is shipping", o.Only)
+		} else if o.SizeMB, err = parseSize(*size); err == nil {
 			var rep *suiteReport
 			if rep, err = runSuite(ctx, o, os.Stderr); err == nil {
 				rep.print(os.Stdout)

@@ -10,8 +10,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -35,9 +37,19 @@ type suiteOptions struct {
 	// Check compares the restored database and the subscriber with the
 	// source, table by table (a wrong restore measures nothing).
 	Check bool
+	// Only, when "shipping", measures shipping alone: no dumps, base
+	// backup, restore or replay.
+	Only string
+	// Rounds is how many times shipping is measured, each round on its own
+	// pair of slots at the same position (same backlog), alternating which
+	// tool drains first; the report gives the median of each.
+	Rounds int
 }
 
-var defaultSuite = suiteOptions{SizeMB: 1024, Txns: 100000, Clients: 4, Parallel: 2, Check: true}
+var defaultSuite = suiteOptions{SizeMB: 1024, Txns: 100000, Clients: 4, Parallel: 2, Check: true, Rounds: 1}
+
+// shippingOnly reports whether the run measures shipping alone.
+func (o suiteOptions) shippingOnly() bool { return o.Only == "shipping" }
 
 // suiteReport holds every figure of one run.
 type suiteReport struct {
@@ -51,9 +63,13 @@ type suiteReport struct {
 	NCPU        int
 	LoadAverage string
 
-	ShipAgent, ShipRecv time.Duration
-	AgentRSS            int64 // bytes
-	AgentCPU            time.Duration
+	// ShipAgent and ShipRecv are the medians of the rounds' times.
+	ShipAgent, ShipRecv   time.Duration
+	ShipAgents, ShipRecvs []time.Duration // per round
+	AgentRSS              int64           // bytes, the largest of the rounds
+	AgentCPU              time.Duration   // median of the rounds
+	RecvCPU               time.Duration   // pg_recvlogical's, median of the rounds
+	AgentStartup          time.Duration   // agent start to streaming, median of the rounds
 
 	Backup, DumpGzip, DumpZ0             time.Duration
 	BackupBytes, DumpGzipBytes, DumpZ0By int64
@@ -91,18 +107,23 @@ func runSuite(ctx context.Context, o suiteOptions, progress io.Writer) (*suiteRe
 	}
 	rep := &suiteReport{Opts: o, NCPU: runtime.NumCPU(), LoadAverage: loadAverage()}
 
-	settings := map[string]string{"shared_buffers": "256MB", "max_wal_size": "8GB", "maintenance_work_mem": "256MB", "checkpoint_timeout": "30min"}
-	say("starting source and target clusters")
+	rounds := max(1, o.Rounds)
+	settings := map[string]string{"shared_buffers": "256MB", "max_wal_size": "8GB", "maintenance_work_mem": "256MB", "checkpoint_timeout": "30min",
+		"max_replication_slots": strconv.Itoa(max(20, 2*rounds+4))}
+	say("starting the source cluster")
 	src, err := testenv.StartCluster(ctx, testenv.Options{Settings: settings})
 	if err != nil {
 		return nil, err
 	}
 	defer src.Close()
-	tgt, err := testenv.StartCluster(ctx, testenv.Options{Settings: settings})
-	if err != nil {
-		return nil, err
+	var tgt *testenv.Cluster // the restore target, unless shipping alone
+	if !o.shippingOnly() {
+		say("starting the target cluster")
+		if tgt, err = testenv.StartCluster(ctx, testenv.Options{Settings: settings}); err != nil {
+			return nil, err
+		}
+		defer tgt.Close()
 	}
-	defer tgt.Close()
 	if err := src.CreateDatabase(ctx, "bench"); err != nil {
 		return nil, err
 	}
@@ -127,7 +148,14 @@ func runSuite(ctx context.Context, o suiteOptions, progress io.Writer) (*suiteRe
 	if _, err := wayback.Setup(ctx, wayback.SetupOptions{DSN: dsn, Slot: "wayback", Publication: "wayback", FixReplicaIdentity: true}); err != nil {
 		return nil, err
 	}
-	if err := testenv.Exec(ctx, dsn, `SELECT pg_create_logical_replication_slot('ref_recv', 'pgoutput'), pg_create_logical_replication_slot('ref_sub', 'pgoutput')`); err != nil {
+	slots := "SELECT pg_create_logical_replication_slot('ref_sub', 'pgoutput')"
+	for i := range rounds {
+		slots += fmt.Sprintf(", pg_create_logical_replication_slot('%s', 'pgoutput')", recvSlot(i))
+		if i > 0 {
+			slots += fmt.Sprintf(", pg_create_logical_replication_slot('%s', 'pgoutput')", agentSlot(i))
+		}
+	}
+	if err := testenv.Exec(ctx, dsn, slots); err != nil {
 		return nil, err
 	}
 	var startLSN string
@@ -138,53 +166,68 @@ func runSuite(ctx context.Context, o suiteOptions, progress io.Writer) (*suiteRe
 	// Base backup figures.
 	gz, z0 := filepath.Join(work, "dump-gzip"), filepath.Join(work, "dump-z0")
 	j := strconv.Itoa(o.Parallel)
-	say("pg_dump -Fd -j %s (gzip)", j)
-	if rep.DumpGzip, _, err = timed(src.Command(ctx, "pg_dump", "-Fd", "-j", j, "-f", gz, "bench")); err != nil {
-		return nil, err
+	if !o.shippingOnly() {
+		say("pg_dump -Fd -j %s (gzip)", j)
+		if rep.DumpGzip, _, err = timed(src.Command(ctx, "pg_dump", "-Fd", "-j", j, "-f", gz, "bench")); err != nil {
+			return nil, err
+		}
+		say("pg_dump -Fd -j %s -Z0", j)
+		if rep.DumpZ0, _, err = timed(src.Command(ctx, "pg_dump", "-Fd", "-j", j, "-Z0", "-f", z0, "bench")); err != nil {
+			return nil, err
+		}
+		rep.DumpGzipBytes, rep.DumpZ0By = dirBytes(gz, ""), dirBytes(z0, "")
 	}
-	say("pg_dump -Fd -j %s -Z0", j)
-	if rep.DumpZ0, _, err = timed(src.Command(ctx, "pg_dump", "-Fd", "-j", j, "-Z0", "-f", z0, "bench")); err != nil {
-		return nil, err
-	}
-	rep.DumpGzipBytes, rep.DumpZ0By = dirBytes(gz, ""), dirBytes(z0, "")
 
-	stores := []string{filepath.Join(work, "store-a"), filepath.Join(work, "store-b")}
-	cfgPath := filepath.Join(work, "wayback.yaml")
-	cfg := fmt.Sprintf("postgres:\n  dsn: %q\nstores:\n  - file://%s\n  - file://%s\nmin_copies: 2\nflush_interval: 250ms\nbasebackup:\n  parallel: %d\n",
-		dsn, stores[0], stores[1], o.Parallel)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		return nil, err
+	// Each shipping round has its own slot and its own pair of stores;
+	// round 0's archive is the one restored.
+	roundStores := make([][]string, rounds)
+	roundCfg := make([]string, rounds)
+	for i := range rounds {
+		roundStores[i] = []string{filepath.Join(work, fmt.Sprintf("store-a%d", i)), filepath.Join(work, fmt.Sprintf("store-b%d", i))}
+		roundCfg[i] = filepath.Join(work, fmt.Sprintf("wayback%d.yaml", i))
+		cfg := fmt.Sprintf("postgres:\n  dsn: %q\n  slot: %s\nstores:\n  - file://%s\n  - file://%s\nmin_copies: 2\nflush_interval: 250ms\nbasebackup:\n  parallel: %d\n",
+			dsn, agentSlot(i), roundStores[i][0], roundStores[i][1], o.Parallel)
+		if err := os.WriteFile(roundCfg[i], []byte(cfg), 0o600); err != nil {
+			return nil, err
+		}
 	}
-	wb := func(ctx context.Context, profile string, args ...string) *exec.Cmd {
+	stores, cfgPath := roundStores[0], roundCfg[0]
+	wbWith := func(ctx context.Context, cfgPath, profile string, args ...string) *exec.Cmd {
 		args = append([]string{args[0], "--config", cfgPath}, args[1:]...)
 		if o.ProfileDir != "" {
 			args = append(args, "--cpuprofile", filepath.Join(o.ProfileDir, profile+".pprof"))
 		}
 		return exec.CommandContext(ctx, o.Wayback, args...)
 	}
-	say("wayback backup (to two stores)")
+	wb := func(ctx context.Context, profile string, args ...string) *exec.Cmd {
+		return wbWith(ctx, cfgPath, profile, args...)
+	}
 	var ru *syscall.Rusage
-	if rep.Backup, ru, err = timed(wb(ctx, "backup", "backup")); err != nil {
-		return nil, err
-	}
-	rep.BackupRSS = ru.Maxrss * 1024
-	rep.BackupBytes = dirBytes(stores[0], "backups")
+	var subDSN string
+	if !o.shippingOnly() {
+		say("wayback backup (to two stores)")
+		if rep.Backup, ru, err = timed(wb(ctx, "backup", "backup")); err != nil {
+			return nil, err
+		}
+		rep.BackupRSS = ru.Maxrss * 1024
+		rep.BackupBytes = dirBytes(stores[0], "backups")
 
-	// Restore (base) reference: pg_restore into the database that becomes
-	// the subscriber.
-	if err := tgt.CreateDatabase(ctx, "sub"); err != nil {
-		return nil, err
-	}
-	say("pg_restore -j %s", j)
-	if rep.PgRestore, _, err = timed(tgt.Command(ctx, "pg_restore", "-j", j, "-d", "sub", gz)); err != nil {
-		return nil, err
-	}
-	subDSN := tgt.DSN("sub")
-	// The agent's DDL capture came along with the dump; the subscriber is a
-	// plain copy.
-	if err := testenv.Exec(ctx, subDSN, fmt.Sprintf(`CREATE SUBSCRIPTION ref_sub CONNECTION 'host=%s port=%d user=postgres dbname=bench' PUBLICATION wayback
+		// Restore (base) reference: pg_restore into the database that becomes
+		// the subscriber.
+		subDSN = tgt.DSN("sub")
+		if err := tgt.CreateDatabase(ctx, "sub"); err != nil {
+			return nil, err
+		}
+		say("pg_restore -j %s", j)
+		if rep.PgRestore, _, err = timed(tgt.Command(ctx, "pg_restore", "-j", j, "-d", "sub", gz)); err != nil {
+			return nil, err
+		}
+		// The agent's DDL capture came along with the dump; the subscriber is a
+		// plain copy.
+		if err := testenv.Exec(ctx, subDSN, fmt.Sprintf(`CREATE SUBSCRIPTION ref_sub CONNECTION 'host=%s port=%d user=postgres dbname=bench' PUBLICATION wayback
 		WITH (create_slot = false, slot_name = 'ref_sub', copy_data = false, enabled = false)`, src.Host, src.Port)); err != nil {
-		return nil, err
+			return nil, err
+		}
 	}
 
 	// The backlog, then a marker transaction: its logical message's LSN
@@ -211,7 +254,10 @@ func runSuite(ctx context.Context, o suiteOptions, progress io.Writer) (*suiteRe
 	if markerLSN, err = markerTxn(ctx, dsn); err != nil {
 		return nil, err
 	}
-	if err := psql(ctx, dsn, "SELECT pg_current_wal_lsn()::text", &endLSN); err != nil {
+	// The insert position, not pg_current_wal_lsn (the write position,
+	// which with synchronous_commit off can still be short of the marker's
+	// commit): pg_recvlogical must receive everything the agent ships.
+	if err := psql(ctx, dsn, "SELECT pg_current_wal_insert_lsn()::text", &endLSN); err != nil {
 		return nil, err
 	}
 	if err := psql(ctx, dsn, fmt.Sprintf("SELECT pg_wal_lsn_diff('%s', '%s')::bigint", endLSN, startLSN), &rep.WALBytes); err != nil {
@@ -225,21 +271,65 @@ func runSuite(ctx context.Context, o suiteOptions, progress io.Writer) (*suiteRe
 		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
 
-	// Shipping: pg_recvlogical to /dev/null, the decoding limit.
-	say("shipping: pg_recvlogical draining the backlog to /dev/null")
-	if rep.ShipRecv, _, err = timed(src.Command(ctx, "pg_recvlogical", "-d", "bench", "-S", "ref_recv", "--start",
-		"-o", "proto_version=1", "-o", "publication_names=wayback", "-E", endLSN, "-f", "/dev/null")); err != nil {
-		return nil, err
+	// Shipping: pg_recvlogical to /dev/null (the decoding limit) and the
+	// agent, each from its own slot at the same position. Both are timed
+	// from process start to having everything up to the marker: for
+	// pg_recvlogical its exit at -E endLSN, for the agent the moment both
+	// stores list a segment reaching past the marker.
+	var cpus, recvCPUs, startups []time.Duration
+	recv := func(i int) error {
+		say("shipping round %d: pg_recvlogical draining the backlog to /dev/null", i+1)
+		d, ru, err := timed(src.Command(ctx, "pg_recvlogical", "-d", "bench", "-S", recvSlot(i), "--start",
+			"-o", "proto_version=1", "-o", "publication_names=wayback", "-E", endLSN, "-f", "/dev/null"))
+		if err != nil {
+			return err
+		}
+		rep.ShipRecvs = append(rep.ShipRecvs, d)
+		recvCPUs = append(recvCPUs, time.Duration(ru.Utime.Nano()+ru.Stime.Nano()))
+		return nil
 	}
-	say("shipping: wayback agent draining the backlog to two stores")
-	if rep.ShipAgent, ru, err = runAgent(ctx, wb(ctx, "agent", "agent", "--log-format", "json"), stores, marker); err != nil {
-		return nil, err
+	agent := func(i int) error {
+		say("shipping round %d: wayback agent draining the backlog to two stores", i+1)
+		profile := "agent"
+		if i > 0 {
+			profile = fmt.Sprintf("agent%d", i+1)
+		}
+		// No initial base backup: in a shipping-only run the archive has
+		// none, and taking one would compete with the drain.
+		d, up, ru, err := runAgent(ctx, wbWith(ctx, roundCfg[i], profile, "agent", "--log-format", "json", "--no-initial-backup"), roundStores[i], marker)
+		if err != nil {
+			return err
+		}
+		rep.ShipAgents = append(rep.ShipAgents, d)
+		startups = append(startups, up)
+		rep.AgentRSS = max(rep.AgentRSS, ru.Maxrss*1024)
+		cpus = append(cpus, time.Duration(ru.Utime.Nano()+ru.Stime.Nano()))
+		return nil
 	}
-	rep.AgentRSS = ru.Maxrss * 1024
-	rep.AgentCPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	for i := range rounds {
+		// Alternate the order: the second drain of a round may find the
+		// WAL in the page cache, and the machine's load drifts.
+		first, second := recv, agent
+		if i%2 == 1 {
+			first, second = agent, recv
+		}
+		if err := first(i); err != nil {
+			return nil, err
+		}
+		if err := second(i); err != nil {
+			return nil, err
+		}
+		say("shipping round %d: agent %s, pg_recvlogical %s (%.2f×)", i+1, dur(rep.ShipAgents[i]), dur(rep.ShipRecvs[i]),
+			rep.ShipRecvs[i].Seconds()/rep.ShipAgents[i].Seconds())
+	}
+	rep.ShipAgent, rep.ShipRecv, rep.AgentCPU, rep.RecvCPU = median(rep.ShipAgents), median(rep.ShipRecvs), median(cpus), median(recvCPUs)
+	rep.AgentStartup = median(startups)
 	rep.Segments, rep.SegmentBytes, rep.SegmentRawBytes, err = segmentBytes(stores[0])
 	if err != nil {
 		return nil, err
+	}
+	if o.shippingOnly() {
+		return rep, nil
 	}
 
 	// Replay: the native subscription catching up from its slot, and a
@@ -317,6 +407,31 @@ func runSuite(ctx context.Context, o suiteOptions, progress io.Writer) (*suiteRe
 	return rep, nil
 }
 
+// agentSlot and recvSlot name the slots of shipping round i.
+func agentSlot(i int) string {
+	if i == 0 {
+		return "wayback"
+	}
+	return fmt.Sprintf("wayback_%d", i+1)
+}
+
+func recvSlot(i int) string {
+	if i == 0 {
+		return "ref_recv"
+	}
+	return fmt.Sprintf("ref_recv_%d", i+1)
+}
+
+// median of ds (the lower middle one for an even count).
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[(len(s)-1)/2]
+}
+
 // markerTxn commits a row and a transactional logical message in one
 // transaction and returns the message's LSN.
 func markerTxn(ctx context.Context, dsn string) (string, error) {
@@ -381,25 +496,25 @@ FROM w, generate_series(1, %d) g`, docs))
 
 // runAgent starts the agent and stops it as soon as the store holds a
 // segment reaching past the marker; the time is from start to that moment.
-func runAgent(ctx context.Context, cmd *exec.Cmd, stores []string, marker wal.LSN) (time.Duration, *syscall.Rusage, error) {
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
+// startup is the part of it before the agent logged that it was streaming.
+func runAgent(ctx context.Context, cmd *exec.Cmd, stores []string, marker wal.LSN) (took, startup time.Duration, ru *syscall.Rusage, err error) {
+	stderr := &logWatch{needle: `"msg":"streaming"`}
+	cmd.Stderr = stderr
 	began := time.Now()
 	if err := cmd.Start(); err != nil {
-		return 0, nil, fmt.Errorf("start agent: %w", err)
+		return 0, 0, nil, fmt.Errorf("start agent: %w", err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	var took time.Duration
 	for took == 0 {
 		select {
 		case err := <-exited:
-			return 0, nil, fmt.Errorf("the agent exited before shipping the backlog: %v\n%s", err, tail(stderr.String(), 20))
+			return 0, 0, nil, fmt.Errorf("the agent exited before shipping the backlog: %v\n%s", err, tail(stderr.String(), 20))
 		case <-ctx.Done():
 			_ = cmd.Process.Kill()
 			<-exited
-			return 0, nil, ctx.Err()
-		case <-time.After(10 * time.Millisecond):
+			return 0, 0, nil, ctx.Err()
+		case <-time.After(5 * time.Millisecond):
 		}
 		if durableIn(stores, marker) {
 			took = time.Since(began)
@@ -409,14 +524,47 @@ func runAgent(ctx context.Context, cmd *exec.Cmd, stores []string, marker wal.LS
 	select {
 	case err := <-exited:
 		if err != nil {
-			return 0, nil, fmt.Errorf("agent: %v\n%s", err, tail(stderr.String(), 20))
+			return 0, 0, nil, fmt.Errorf("agent: %v\n%s", err, tail(stderr.String(), 20))
 		}
 	case <-time.After(time.Minute):
 		_ = cmd.Process.Kill()
 		<-exited
-		return 0, nil, fmt.Errorf("the agent did not stop within a minute of SIGTERM")
+		return 0, 0, nil, fmt.Errorf("the agent did not stop within a minute of SIGTERM")
 	}
-	return took, cmd.ProcessState.SysUsage().(*syscall.Rusage), nil
+	if at := stderr.seen(); !at.IsZero() {
+		startup = at.Sub(began)
+	}
+	return took, startup, cmd.ProcessState.SysUsage().(*syscall.Rusage), nil
+}
+
+// logWatch keeps a process's log and notes when a line containing needle
+// was first written.
+type logWatch struct {
+	mu     sync.Mutex
+	b      strings.Builder
+	needle string
+	at     time.Time
+}
+
+func (w *logWatch) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.at.IsZero() && strings.Contains(string(p), w.needle) {
+		w.at = time.Now()
+	}
+	return w.b.Write(p)
+}
+
+func (w *logWatch) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+func (w *logWatch) seen() time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.at
 }
 
 // durableIn reports whether every store holds a segment reaching past pos

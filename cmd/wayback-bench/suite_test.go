@@ -62,6 +62,49 @@ func TestSuiteSmoke(t *testing.T) {
 	}
 }
 
+// TestSuiteShippingOnly runs the shipping part alone in two rounds: each
+// round must measure both tools on its own slots, and the table must hold
+// the shipping and archive figures and nothing it did not measure.
+func TestSuiteShippingOnly(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two clusters")
+	}
+	bin := filepath.Join(t.TempDir(), "wayback")
+	if out, err := exec.Command("go", "build", "-o", bin, "../wayback").CombinedOutput(); err != nil {
+		t.Fatalf("build wayback: %v\n%s", err, out)
+	}
+	var log strings.Builder
+	o := defaultSuite
+	o.SizeMB, o.Txns, o.Wayback, o.Only, o.Rounds = 8, 400, bin, "shipping", 2
+	rep, err := runSuite(t.Context(), o, &log)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	if len(rep.ShipAgents) != 2 || len(rep.ShipRecvs) != 2 {
+		t.Fatalf("rounds measured: agent %d, pg_recvlogical %d; want 2 each", len(rep.ShipAgents), len(rep.ShipRecvs))
+	}
+	for i := range rep.ShipAgents {
+		if rep.ShipAgents[i] <= 0 || rep.ShipRecvs[i] <= 0 {
+			t.Errorf("round %d: agent %v, pg_recvlogical %v", i+1, rep.ShipAgents[i], rep.ShipRecvs[i])
+		}
+	}
+	if rep.AgentStartup <= 0 || rep.AgentStartup >= rep.ShipAgent || rep.SegmentBytes <= 0 || rep.Backup != 0 || rep.Replay != 0 {
+		t.Errorf("start-up %v of %v, segment bytes %d, backup %v, replay %v", rep.AgentStartup, rep.ShipAgent, rep.SegmentBytes, rep.Backup, rep.Replay)
+	}
+	var out strings.Builder
+	rep.print(&out)
+	for _, want := range []string{"| Shipping: drain", "| Agent start-up", "| CPU while shipping", "| Archive: bytes per transaction", "Shipping rounds"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+	for _, unwanted := range []string{"| Base backup", "| Restore", "| Replay"} {
+		if strings.Contains(out.String(), unwanted) {
+			t.Errorf("shipping-only report has %q:\n%s", unwanted, out.String())
+		}
+	}
+}
+
 func TestParseSize(t *testing.T) {
 	for in, want := range map[string]int{"1GB": 1024, "300MB": 300, "0.5gb": 512, "64": 64} {
 		if got, err := parseSize(in); err != nil || got != want {
