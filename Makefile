@@ -2,7 +2,7 @@
 # PostgreSQL 15 installed (.ci/run installs PostgreSQL when it is missing).
 GO ?= go
 
-.PHONY: build demo bench bench-quick bench-rpo bench-takeout test test-long test-short vet fmt clean
+.PHONY: build demo bench bench-quick bench-shipping bench-rpo bench-takeout test test-long test-short vet fmt clean
 
 build:
 	$(GO) build -o bin/wayback ./cmd/wayback
@@ -26,6 +26,11 @@ bench: build
 # The same comparison on a small database, in a couple of minutes.
 bench-quick: build
 	$(GO) run ./cmd/wayback-bench run -wayback bin/wayback -size 100MB -txns 20000 $(BENCH_FLAGS)
+
+# Shipping alone (agent vs pg_recvlogical draining the same backlog), three
+# rounds on their own slots, alternating which drains first.
+bench-shipping: build
+	$(GO) run ./cmd/wayback-bench run -wayback bin/wayback -size 50MB -txns $(TXNS) -only shipping -rounds 3 $(BENCH_FLAGS)
 
 # Commit-to-durable latency (RPO) to an S3 and a GCS server while pgbench
 # writes: make bench-rpo RPO_FLAGS="-duration 60s -scale 20"

@@ -208,9 +208,10 @@ func (s *Stream) track(ev Event) {
 		n = batchBytes
 	}
 	if err := s.lowat(n); err != nil {
-		// Only an optimisation: carry on without it.
+		// Only an optimisation: stop switching. batching stays as it was,
+		// so a mark that could not be lowered keeps its waits capped.
 		s.lowat = nil
-		on = false
+		return
 	}
 	s.batching = on
 }
