@@ -82,7 +82,7 @@ func Open(ctx context.Context, o ArchiveOptions) (*Archive, error) {
 	for _, u := range o.Stores {
 		s, err := store.Open(ctx, u, log)
 		if err == nil && o.Check {
-			if err = s.Check(ctx); err != nil {
+			if err = store.CheckWithin(ctx, s, store.CheckTimeout); err != nil {
 				s.Close()
 			}
 		}

@@ -251,7 +251,7 @@ func (a *Agent) slotState(ctx context.Context) (wal.LSN, error) {
 
 func (a *Agent) checkSource(ctx context.Context) error {
 	for _, s := range a.opts.Fanout.Stores() {
-		if err := s.Check(ctx); err != nil {
+		if err := store.CheckWithin(ctx, s, store.CheckTimeout); err != nil {
 			return err
 		}
 	}

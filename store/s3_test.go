@@ -213,6 +213,27 @@ func TestS3Check(t *testing.T) {
 	}
 }
 
+// TestCheckWithinHang: a store that holds every request without answering
+// fails a bounded start-up check with its name instead of blocking it.
+func TestCheckWithinHang(t *testing.T) {
+	ctx := testCtx(t, 30*time.Second)
+	srv := testenv.NewS3(t)
+	if err := srv.CreateBucket(ctx, "exists"); err != nil {
+		t.Fatal(err)
+	}
+	s := openS3(t, srv.URL("exists", "p"))
+	srv.Faults.SetFault(testenv.FaultHang)
+	defer srv.Faults.SetFault(testenv.FaultNone)
+	err := store.CheckWithin(ctx, s, time.Second)
+	if err == nil || !strings.Contains(err.Error(), "did not answer within 1s") || !strings.Contains(err.Error(), s.URL()) {
+		t.Fatalf("CheckWithin against a hanging store: want an error naming it and saying it did not answer, got %v", err)
+	}
+	srv.Faults.SetFault(testenv.FaultNone)
+	if err := store.CheckWithin(ctx, s, 10*time.Second); err != nil {
+		t.Fatalf("CheckWithin after the store answers again: %v", err)
+	}
+}
+
 func TestS3Faults(t *testing.T) {
 	ctx := testCtx(t, 40*time.Second)
 	srv := testenv.NewS3(t)

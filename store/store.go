@@ -55,6 +55,24 @@ type Store interface {
 	Close() error
 }
 
+// CheckTimeout bounds a start-up Check. A store that does not answer at
+// all (a paused server, a black-holed route) would otherwise block the
+// start without a word; bounded, the start fails naming the store, and a
+// supervisor retries it.
+const CheckTimeout = 30 * time.Second
+
+// CheckWithin runs s.Check, giving up after d with an error that names
+// the store and says it did not answer.
+func CheckWithin(ctx context.Context, s Store, d time.Duration) error {
+	cctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	err := s.Check(cctx)
+	if err != nil && ctx.Err() == nil && errors.Is(cctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("store %s did not answer within %s: check that it is up and reachable from here (endpoint, network, firewall), or leave it out of the configuration until it is back: %w", s.URL(), d, err)
+	}
+	return err
+}
+
 // Opener builds a Store from a parsed URL. Backends register themselves in
 // openers so that this file does not import every cloud SDK's types.
 type Opener func(ctx context.Context, u *url.URL, log *zap.Logger) (Store, error)

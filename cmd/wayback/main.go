@@ -238,7 +238,7 @@ func openStores(ctx context.Context, urls []string, log *zap.Logger, check bool)
 			return nil, err
 		}
 		if check {
-			if err := s.Check(ctx); err != nil {
+			if err := store.CheckWithin(ctx, s, store.CheckTimeout); err != nil {
 				closeAll(append(out, s))
 				return nil, err
 			}
