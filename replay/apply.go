@@ -257,6 +257,9 @@ type applier struct {
 	rows map[string]map[string]int
 	// shapes caches statement texts (see build), cleared with tables.
 	shapes map[shapeKey]string
+	// runs holds each table's open run in the batch (see fuse.go).
+	runs    map[string]runState
+	nextRun int
 }
 
 // groupStatements is how many statements consecutive source transactions
@@ -274,6 +277,13 @@ type queued struct {
 	// stale: change was merged into (see merge) and the statement is
 	// built from it at flush.
 	stale bool
+	// run is the run of changes to one table this change may be fused
+	// with (0: none; see fuse.go).
+	run int
+	// fused is how many changes this statement replaces (0: one, built
+	// alone); they come from transactions txn to lastTxn.
+	fused   int
+	lastTxn TxnRef
 }
 
 func (a *applier) apply(ctx context.Context, txn *wal.Txn) error {
@@ -426,6 +436,7 @@ func (a *applier) rollback(ctx context.Context) {
 	}
 	a.batch, a.sent = a.batch[:0], a.sent[:0]
 	clear(a.rows)
+	clear(a.runs)
 	_, _ = a.conn.Exec(ctx, "ROLLBACK").ReadAll()
 	a.open = false
 }
@@ -462,9 +473,10 @@ func (a *applier) send(ctx context.Context) error {
 	if len(a.batch) == 0 {
 		return nil
 	}
+	out := a.fuse(a.batch)
 	b := &pgconn.Batch{}
-	for i := range a.batch {
-		q := &a.batch[i]
+	for i := range out {
+		q := &out[i]
 		if q.stale {
 			s, err := a.build(q.change, a.tables)
 			if err != nil {
@@ -487,8 +499,10 @@ func (a *applier) send(ctx context.Context) error {
 	// The batch is encoded into its own buffer here, so the segment the
 	// parameters alias may go once send returns.
 	a.inflight = a.conn.ExecBatch(ctx, b)
-	a.sent, a.batch = a.batch, a.sent[:0]
+	a.sent = append(a.sent[:0], out...)
+	a.batch = a.batch[:0]
 	clear(a.rows) // they index the batch just sent
+	clear(a.runs)
 	return nil
 }
 
@@ -504,7 +518,14 @@ func (a *applier) wait(ctx context.Context) error {
 	var failed *queued
 	if err == nil {
 		for i, r := range results {
-			if q := &sent[i]; q.wantOne && r.CommandTag.RowsAffected() != 1 {
+			q := &sent[i]
+			if q.fused > 0 && q.change.Op == wal.OpUpdate && r.CommandTag.RowsAffected() != int64(q.fused) {
+				failed = q
+				err = fmt.Errorf("%d updates of %s (one statement for transactions xid %d to %d) matched %d rows instead of %d: the target does not match the archive",
+					q.fused, q.change.Rel.QualifiedName(), q.txn.XID, q.lastTxn.XID, r.CommandTag.RowsAffected(), q.fused)
+				break
+			}
+			if q.wantOne && r.CommandTag.RowsAffected() != 1 {
 				c := q.change
 				failed = q
 				err = fmt.Errorf("%s of %s %s matched %d rows instead of 1: the target does not match the archive",
@@ -514,7 +535,9 @@ func (a *applier) wait(ctx context.Context) error {
 		}
 	} else if len(results) < len(sent) {
 		failed = &sent[len(results)]
-		if c := failed.change; c != nil {
+		if c := failed.change; c != nil && failed.fused > 0 {
+			err = fmt.Errorf("%d %ss into %s (one statement for transactions xid %d to %d): %w", failed.fused, c.Op, tableOf(c), failed.txn.XID, failed.lastTxn.XID, err)
+		} else if c != nil {
 			err = fmt.Errorf("%s of %s %s: %w", c.Op, tableOf(c), describeKey(c), err)
 		}
 	}
@@ -631,7 +654,7 @@ func (a *applier) targetTables(ctx context.Context, c *wal.Change) (targetTables
 	switch {
 	case c.Op == wal.OpTruncate:
 		rels = c.Truncated
-	case c.Rel != nil && (c.Op == wal.OpUpdate || c.Op == wal.OpDelete):
+	case c.Rel != nil && (c.Op == wal.OpInsert || c.Op == wal.OpUpdate || c.Op == wal.OpDelete):
 		rels = []*wal.Relation{c.Rel}
 	default:
 		return nil, nil
@@ -658,19 +681,24 @@ func (a *applier) targetTables(ctx context.Context, c *wal.Change) (targetTables
 				(c.relkind = 'r' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND (i.indisunique OR i.indisexclusion)
 						AND NOT CASE c.relreplident WHEN 'i' THEN i.indisreplident WHEN 'd' THEN i.indisprimary ELSE false END)
 					AND EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid
-						AND CASE c.relreplident WHEN 'i' THEN i.indisreplident WHEN 'd' THEN i.indisprimary ELSE false END))::text
+						AND CASE c.relreplident WHEN 'i' THEN i.indisreplident WHEN 'd' THEN i.indisprimary ELSE false END))::text,
+				CASE WHEN ty.typtype IN ('b', 'e', 'r', 'm') AND ty.typarray <> 0 AND ty.typdelim = ',' AND NOT (ty.typlen = -1 AND ty.typelem <> 0)
+					THEN (SELECT pg_catalog.quote_ident(an.nspname) || '.' || pg_catalog.quote_ident(at.typname)
+						FROM pg_catalog.pg_type at JOIN pg_catalog.pg_namespace an ON an.oid = at.typnamespace WHERE at.oid = ty.typarray) END
 			FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+				LEFT JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid
 			WHERE c.oid = '`+strings.ReplaceAll(quoteRel(r), "'", "''")+`'::pg_catalog.regclass;
 			SELECT pg_catalog.set_config('search_path', pg_catalog.current_setting('wayback.search_path'), true)`).ReadAll()
 		if err != nil {
 			return nil, fmt.Errorf("look up table %s on the target: %w", key, err)
 		}
 		res := results[1]
-		t := &targetTable{types: map[string]string{}, btree: map[string]bool{}}
+		t := &targetTable{types: map[string]string{}, btree: map[string]bool{}, arrays: map[string]string{}}
 		for _, row := range res.Rows {
 			if row[0] != nil {
 				t.types[string(row[0])] = string(row[1])
 				t.btree[string(row[0])] = string(row[3]) == "true"
+				t.arrays[string(row[0])] = string(row[5])
 			}
 			t.partitioned = string(row[2]) == "p"
 			t.mergeable = string(row[4]) == "true"

@@ -89,6 +89,7 @@ func (a *applier) merge(c *wal.Change, tables targetTables) bool {
 // statement later UPDATEs of its row merge into; any other change to a
 // table ends merging into the table's earlier statements.
 func (a *applier) remember(c *wal.Change, tables targetTables) {
+	a.noteRun(c, tables)
 	if key, ok := mergeKey(c, tables); ok {
 		name := c.Rel.QualifiedName()
 		if a.rows == nil {

@@ -45,6 +45,9 @@ type targetTable struct {
 	// mergeable: an ordinary table whose only unique index or exclusion
 	// constraint is its replica identity's index (see merge.go).
 	mergeable bool
+	// arrays maps columns to the array type (without typmod) their values
+	// can travel in when changes are fused, "" when they cannot (fuse.go).
+	arrays map[string]string
 }
 
 // targetTables holds targetTable by "schema.table"; a missing entry means
