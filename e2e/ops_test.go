@@ -122,8 +122,15 @@ func TestSlotSafety(t *testing.T) {
 	ag.stop(t)
 
 	// 1. Someone else advances the slot past what the archive holds.
-	e.exec("INSERT INTO t SELECT g, 'unarchived' FROM generate_series(501, 600) g")
+	// Synchronous commit (testenv runs with it off): the slot can only be
+	// advanced up to flushed WAL, and the WAL writer may not have flushed
+	// the INSERT yet.
+	e.exec("SET synchronous_commit = on; INSERT INTO t SELECT g, 'unarchived' FROM generate_series(501, 600) g")
+	afterRows := e.query1("SELECT pg_current_wal_flush_lsn()")
 	e.exec("SELECT pg_replication_slot_advance('wayback', pg_current_wal_lsn())")
+	if got := e.query1("SELECT confirmed_flush_lsn >= '" + afterRows + "' FROM pg_replication_slots WHERE slot_name = 'wayback'"); got != "t" {
+		t.Fatalf("could not advance the slot past the unarchived rows (flushed to %s)", afterRows)
+	}
 	code, log := e.startAgent().waitExit(t)
 	if code != 3 || !strings.Contains(log, "acknowledged without being archived") || !strings.Contains(log, "wayback backup") {
 		t.Fatalf("advanced slot: want exit status 3 (needs an operator) saying data was acknowledged without being archived, got exit %d:\n%s", code, tail(log, 10))

@@ -86,7 +86,10 @@ func TestStreamBatchesBacklog(t *testing.T) {
 	if st.batching {
 		t.Error("still batching after the server reported it had caught up")
 	}
-	if err := testenv.Exec(ctx, dsn, fmt.Sprintf("CALL fill(%d, %d)", backlog+1, backlog+1)); err != nil {
+	// synchronous_commit on: testenv runs with it off, and then the commit
+	// reaches the walsender only when the WAL writer flushes it (up to
+	// wal_writer_delay, 200ms, later), which would make it arrive "behind".
+	if err := testenv.Exec(ctx, dsn, fmt.Sprintf("SET synchronous_commit = on; INSERT INTO t VALUES (%d, repeat(md5('%[1]d'), 4))", backlog+1)); err != nil {
 		t.Fatal(err)
 	}
 	receive(func(Event) bool { return b.Txns() == backlog+1 })
