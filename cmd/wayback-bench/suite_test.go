@@ -12,13 +12,7 @@ import (
 // equal the source, and the table must list every figure. It asserts no
 // times; make bench measures them.
 func TestSuiteSmoke(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts two clusters")
-	}
-	bin := filepath.Join(t.TempDir(), "wayback")
-	if out, err := exec.Command("go", "build", "-o", bin, "../wayback").CombinedOutput(); err != nil {
-		t.Fatalf("build wayback: %v\n%s", err, out)
-	}
+	bin := buildWayback(t)
 	var log strings.Builder
 	o := defaultSuite
 	o.SizeMB, o.Txns, o.Wayback, o.ProfileDir = 8, 400, bin, t.TempDir()
@@ -66,13 +60,7 @@ func TestSuiteSmoke(t *testing.T) {
 // round must measure both tools on its own slots, and the table must hold
 // the shipping and archive figures and nothing it did not measure.
 func TestSuiteShippingOnly(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts two clusters")
-	}
-	bin := filepath.Join(t.TempDir(), "wayback")
-	if out, err := exec.Command("go", "build", "-o", bin, "../wayback").CombinedOutput(); err != nil {
-		t.Fatalf("build wayback: %v\n%s", err, out)
-	}
+	bin := buildWayback(t)
 	var log strings.Builder
 	o := defaultSuite
 	o.SizeMB, o.Txns, o.Wayback, o.Only, o.Rounds = 8, 400, bin, "shipping", 2
@@ -116,4 +104,18 @@ func TestParseSize(t *testing.T) {
 			t.Errorf("parseSize(%q) accepted", bad)
 		}
 	}
+}
+
+// buildWayback builds the wayback binary the suite runs; the suite starts
+// two clusters, so -short skips it.
+func buildWayback(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts two clusters")
+	}
+	bin := filepath.Join(t.TempDir(), "wayback")
+	if out, err := exec.Command("go", "build", "-o", bin, "../wayback").CombinedOutput(); err != nil {
+		t.Fatalf("build wayback: %v\n%s", err, out)
+	}
+	return bin
 }
