@@ -23,16 +23,24 @@ import (
 // may contain it.
 const encMarker = "WBMARKER-5c1e-plaintext"
 
+// openRaw opens a store without any decryption layer, closed when the test
+// ends.
+func openRaw(t *testing.T, rawURL string) store.Store {
+	t.Helper()
+	s, err := store.Open(context.Background(), rawURL, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 // rawObjects reads every object of a store without any decryption and
 // returns the keys of those containing needle.
 func rawObjects(t *testing.T, rawURL string, needle string) (objects int, hits []string) {
 	t.Helper()
 	ctx := context.Background()
-	s, err := store.Open(ctx, rawURL, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openRaw(t, rawURL)
 	objs, err := s.List(ctx, "")
 	if err != nil {
 		t.Fatal(err)
@@ -232,13 +240,7 @@ func TestEncryption(t *testing.T) {
 
 func readRaw(t *testing.T, rawURL, key string) []byte {
 	t.Helper()
-	ctx := context.Background()
-	s, err := store.Open(ctx, rawURL, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	b, err := store.ReadAll(ctx, s, key)
+	b, err := store.ReadAll(context.Background(), openRaw(t, rawURL), key)
 	if err != nil {
 		t.Fatal(err)
 	}
