@@ -8,6 +8,7 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/wayback-pitr/wayback/sqltext"
 	"github.com/wayback-pitr/wayback/wal"
 )
 
@@ -103,7 +104,7 @@ func planDDL(changes []wal.Change) map[int]*ddlStep {
 	for _, q := range order {
 		idx := groups[q]
 		var stmts []string
-		for _, s := range splitStatements(q) {
+		for _, s := range sqltext.Statements(q) {
 			if isDDL(s) || isSelectInto(s) {
 				stmts = append(stmts, s)
 			}
@@ -198,7 +199,7 @@ func (m *ddlMessage) statement() (string, error) {
 		return m.Query, nil
 	}
 	var ddl []string
-	for _, s := range splitStatements(m.Query) {
+	for _, s := range sqltext.Statements(m.Query) {
 		if isDDL(s) || isSelectInto(s) {
 			ddl = append(ddl, s)
 		}
@@ -271,97 +272,4 @@ func isDDL(stmt string) bool {
 		word = word[:i]
 	}
 	return word != "" && !notDDL[word]
-}
-
-// splitStatements splits a query string at top-level semicolons, minding
-// quotes, E” strings, quoted identifiers, dollar quotes and comments.
-// Comments are dropped; empty statements are skipped.
-func splitStatements(q string) []string {
-	var out []string
-	var cur strings.Builder
-	flush := func() {
-		if s := strings.TrimSpace(cur.String()); s != "" {
-			out = append(out, s)
-		}
-		cur.Reset()
-	}
-	for i := 0; i < len(q); {
-		c := q[i]
-		switch {
-		case c == ';':
-			flush()
-			i++
-		case c == '-' && i+1 < len(q) && q[i+1] == '-':
-			for i < len(q) && q[i] != '\n' {
-				i++
-			}
-			cur.WriteByte(' ')
-		case c == '/' && i+1 < len(q) && q[i+1] == '*':
-			depth := 0
-			for i < len(q) {
-				if strings.HasPrefix(q[i:], "/*") {
-					depth++
-					i += 2
-				} else if strings.HasPrefix(q[i:], "*/") {
-					depth--
-					i += 2
-					if depth == 0 {
-						break
-					}
-				} else {
-					i++
-				}
-			}
-			cur.WriteByte(' ')
-		case c == '\'' || c == '"':
-			escapes := c == '\'' && i > 0 && (q[i-1] == 'E' || q[i-1] == 'e') && (i < 2 || !isIdent(q[i-2]))
-			j := i + 1
-			for j < len(q) {
-				if escapes && q[j] == '\\' {
-					j += 2
-					continue
-				}
-				if q[j] == c {
-					if j+1 < len(q) && q[j+1] == c {
-						j += 2
-						continue
-					}
-					break
-				}
-				j++
-			}
-			j = min(j+1, len(q))
-			cur.WriteString(q[i:j])
-			i = j
-		case c == '$' && (i == 0 || !isIdent(q[i-1])):
-			tagEnd := i + 1
-			for tagEnd < len(q) && isIdent(q[tagEnd]) && !(q[tagEnd] >= '0' && q[tagEnd] <= '9' && tagEnd == i+1) {
-				tagEnd++
-			}
-			if tagEnd < len(q) && q[tagEnd] == '$' {
-				tag := q[i : tagEnd+1]
-				end := strings.Index(q[tagEnd+1:], tag)
-				if end < 0 {
-					cur.WriteString(q[i:])
-					i = len(q)
-				} else {
-					stop := tagEnd + 1 + end + len(tag)
-					cur.WriteString(q[i:stop])
-					i = stop
-				}
-			} else {
-				cur.WriteByte(c)
-				i++
-			}
-		default:
-			cur.WriteByte(c)
-			i++
-		}
-	}
-	flush()
-	return out
-}
-
-func isIdent(c byte) bool {
-	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c >= 0x80
 }

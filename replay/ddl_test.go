@@ -5,16 +5,17 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/wayback-pitr/wayback/sqltext"
 	"github.com/wayback-pitr/wayback/wal"
 )
 
-func TestSplitStatements(t *testing.T) {
+func TestDDLStatements(t *testing.T) {
 	q := `create table a(x text default 'a;b'); -- c;omment
 	INSERT INTO a VALUES (E'it\'s;'); /* block ; /* nested; */ */ ALTER TABLE "we;ird" ADD c int;
 	create function f() returns int language sql as $body$ select 1; $body$;
 	DO $$ BEGIN PERFORM 1; END $$;  ;
 	comment on table a is 'x''; y'`
-	got := splitStatements(q)
+	got := sqltext.Statements(q)
 	want := []string{
 		"create table a(x text default 'a;b')",
 		`INSERT INTO a VALUES (E'it\'s;')`,
@@ -42,6 +43,12 @@ func TestSplitStatements(t *testing.T) {
 	m.N = 5
 	if _, err := m.statement(); err == nil {
 		t.Fatal("a fifth DDL statement was found in a string with four")
+	}
+	// a$$ and b$$ are identifiers, not the ends of a dollar quote that
+	// would make the two statements one.
+	m = &ddlMessage{Query: "CREATE TABLE a$$ (x int); CREATE TABLE b$$ (y text DEFAULT $$;$$)", N: 2, Tag: "CREATE TABLE"}
+	if s, err := m.statement(); err != nil || s != "CREATE TABLE b$$ (y text DEFAULT $$;$$)" {
+		t.Fatalf("statement 2 = %q, %v", s, err)
 	}
 }
 

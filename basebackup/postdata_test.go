@@ -2,39 +2,8 @@ package basebackup
 
 import (
 	"reflect"
-	"strings"
 	"testing"
 )
-
-func TestSplitStatements(t *testing.T) {
-	sql := `SET a = 'x;y';
--- a comment; with a semicolon
-CREATE FUNCTION f() RETURNS text LANGUAGE sql AS $_$ SELECT 'a;b'; $_$;
-CREATE FUNCTION g() RETURNS text LANGUAGE sql AS $$SELECT $1 || ';'$$;
-COMMENT ON TABLE "we;ird""t" IS E'it\'s; here';
-/* block ; /* nested ; */ still ; */ SELECT 'it''s;';
-SELECT a$b FROM t WHERE x = $1;
-SELECT 1`
-	want := []string{
-		`SET a = 'x;y';`,
-		"\n-- a comment; with a semicolon\nCREATE FUNCTION f() RETURNS text LANGUAGE sql AS $_$ SELECT 'a;b'; $_$;",
-		"\nCREATE FUNCTION g() RETURNS text LANGUAGE sql AS $$SELECT $1 || ';'$$;",
-		"\nCOMMENT ON TABLE \"we;ird\"\"t\" IS E'it\\'s; here';",
-		"\n/* block ; /* nested ; */ still ; */ SELECT 'it''s;';",
-		"\nSELECT a$b FROM t WHERE x = $1;",
-		"\nSELECT 1",
-	}
-	got := splitStatements(sql)
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("split:\n%q\nwant:\n%q", got, want)
-	}
-	if strings.Join(got, "") != sql {
-		t.Fatal("the statements do not add up to the input")
-	}
-	if got := splitStatements("SELECT 1;\n-- the end\n"); len(got) != 1 {
-		t.Fatalf("a trailing comment is no statement: %q", got)
-	}
-}
 
 func TestClassifyPostData(t *testing.T) {
 	sql := `SET default_tablespace = '';
@@ -50,7 +19,19 @@ CREATE INDEX parent_idx ON ONLY public.parent USING btree (a);
 ALTER INDEX public.parent_idx ATTACH PARTITION public.child_idx;
 CREATE TRIGGER t AFTER INSERT ON public.items FOR EACH ROW EXECUTE FUNCTION public.f();
 ALTER TABLE ONLY public.c ADD CONSTRAINT ex EXCLUDE USING gist (r WITH &&);
-ALTER TABLE public.c CLUSTER ON ex;`
+ALTER TABLE public.c CLUSTER ON ex;
+
+--
+-- Name: t$1_a; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX "t$1_a" ON public.t$1 USING btree (a);
+
+--
+-- PostgreSQL database dump complete
+--
+
+`
 	type got struct {
 		kind          postDataKind
 		schema, table string
@@ -67,6 +48,7 @@ ALTER TABLE public.c CLUSTER ON ex;`
 		{postSerial, "", ""},
 		{postIndex, "public", "c"},
 		{postSerial, "", ""},
+		{postIndex, "public", "t$1"},
 	}
 	st := classifyPostData(sql)
 	var have []got
