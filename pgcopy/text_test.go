@@ -299,3 +299,25 @@ func BenchmarkAppendText(b *testing.B) {
 		})
 	}
 }
+
+// FuzzAppendText feeds arbitrary bytes as values of every supported type:
+// a malformed value must give an error and leave dst as it was, never panic.
+func FuzzAppendText(f *testing.F) {
+	f.Add([]byte{0, 3, 0, 1, 0, 0, 0, 4, 0, 1, 0x09, 0x29, 0x1a, 0x85})
+	f.Add([]byte{0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 23, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, 4, 0, 0, 0, 6})
+	f.Add([]byte{0x40, 0x09, 0x21, 0xfb, 0x54, 0x44, 0x2d, 0x18, 1, 2, 3, 4, 5, 6, 7, 8})
+	var oids []uint32
+	for oid := uint32(0); oid < 4000; oid++ {
+		if pgcopy.Supported(oid) {
+			oids = append(oids, oid)
+		}
+	}
+	f.Fuzz(func(t *testing.T, v []byte) {
+		for _, oid := range oids {
+			out, err := pgcopy.AppendText([]byte("x"), oid, v)
+			if err != nil && string(out) != "x" {
+				t.Fatalf("type %d: error %v but dst changed to %q", oid, err, out)
+			}
+		}
+	})
+}
