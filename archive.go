@@ -59,6 +59,13 @@ type ArchiveOptions struct {
 	// Write: the caller will write (agent, backup), so with Keys set the
 	// archive's data key is created or rotated as needed.
 	Write bool
+	// MinReachable, with Check, is how many stores must answer for Open to
+	// succeed; 0 means every store. An agent passes its min_copies: the
+	// stores that do not answer stay in the archive (see Unreachable), and
+	// an agent started from it ships to the others and backfills them when
+	// they answer. When fewer answer, Open fails with a
+	// *store.UnreachableError naming them.
+	MinReachable int
 	// Log receives structured logs; nil discards them.
 	Log *zap.Logger
 }
@@ -70,6 +77,7 @@ type Archive struct {
 	stores []store.Store
 	log    *zap.Logger
 	owned  bool
+	down   []error // per store: why it did not answer Open's check
 }
 
 // Open opens every store of an archive.
@@ -79,29 +87,77 @@ func Open(ctx context.Context, o ArchiveOptions) (*Archive, error) {
 	}
 	log := orNop(o.Log)
 	var stores []store.Store
+	closeAll := func() {
+		for _, s := range stores {
+			s.Close()
+		}
+	}
 	for _, u := range o.Stores {
 		s, err := store.Open(ctx, u, log)
-		if err == nil && o.Check {
-			if err = store.CheckWithin(ctx, s, store.CheckTimeout); err != nil {
-				s.Close()
-			}
-		}
 		if err != nil {
-			for _, s := range stores {
-				s.Close()
-			}
+			closeAll()
 			return nil, err
 		}
 		stores = append(stores, s)
 	}
-	wrapped, err := crypt.Wrap(ctx, stores, crypt.Options{Keys: o.Keys, Write: o.Write || o.Check, Log: log})
+	var down []error
+	var isDown []bool
+	if o.Check {
+		down, isDown = checkStores(ctx, stores)
+		if err := reachable(stores, down, o.MinReachable); err != nil {
+			closeAll()
+			return nil, err
+		}
+	}
+	wrapped, err := crypt.Wrap(ctx, stores, crypt.Options{Keys: o.Keys, Write: o.Write || o.Check, Log: log, Down: isDown})
 	if err != nil {
 		for _, s := range stores {
 			s.Close()
 		}
 		return nil, err
 	}
-	return &Archive{stores: wrapped, log: log, owned: true}, nil
+	return &Archive{stores: wrapped, log: log, owned: true, down: down}, nil
+}
+
+// checkStores checks every store at once and returns each store's error,
+// and a flag per store for crypt.Wrap.
+func checkStores(ctx context.Context, stores []store.Store) ([]error, []bool) {
+	errs := store.CheckAll(ctx, stores, store.CheckTimeout)
+	isDown := make([]bool, len(stores))
+	for i, err := range errs {
+		isDown[i] = err != nil
+	}
+	return errs, isDown
+}
+
+// reachable fails when fewer than need stores (0: all) answered.
+func reachable(stores []store.Store, errs []error, need int) error {
+	if need <= 0 || need > len(stores) {
+		need = len(stores)
+	}
+	e := &store.UnreachableError{Required: need}
+	for i, err := range errs {
+		if err != nil {
+			e.URLs = append(e.URLs, stores[i].URL())
+			e.Errs = append(e.Errs, err)
+		} else {
+			e.Answered++
+		}
+	}
+	if e.Answered >= need {
+		return nil
+	}
+	return e
+}
+
+// Unreachable returns, per store (in the order of Stores), why it did not
+// answer Open's check, nil for the stores that answered (and for every
+// store when Open did not check). An agent started from the archive treats
+// these stores as failing from its start.
+func (a *Archive) Unreachable() []error {
+	out := make([]error, len(a.stores))
+	copy(out, a.down)
+	return out
 }
 
 // NewArchive wraps stores the caller opened (for example with an

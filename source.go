@@ -96,8 +96,11 @@ type Agent struct {
 }
 
 // StartAgent starts an agent shipping the source's change stream to every
-// store of the archive. It runs until ctx ends or Stop is called; Wait
-// returns why it ended.
+// store of the archive. It starts when at least MinCopies stores answer
+// (the archive's Unreachable stores, and any other that does not answer
+// the agent's own check, start failing and are backfilled when they
+// answer); with fewer, Wait returns a *store.UnreachableError. It runs
+// until ctx ends or Stop is called; Wait returns why it ended.
 func (a *Archive) StartAgent(ctx context.Context, o AgentOptions) (*Agent, error) {
 	cfg := o.Config
 	for _, s := range a.stores {
@@ -116,7 +119,7 @@ func (a *Archive) StartAgent(ctx context.Context, o AgentOptions) (*Agent, error
 		cancel: cancel,
 		done:   make(chan struct{}),
 	}
-	g.agent = agent.New(agent.Options{Config: cfg, Fanout: g.fan, Log: a.log, NoInitialBackup: o.NoInitialBackup, RepairInterval: o.RepairInterval})
+	g.agent = agent.New(agent.Options{Config: cfg, Fanout: g.fan, Log: a.log, NoInitialBackup: o.NoInitialBackup, RepairInterval: o.RepairInterval, Down: a.down})
 	var drills sync.WaitGroup
 	if cfg.Verify.Schedule != "" {
 		drills.Add(1)

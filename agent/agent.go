@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/wayback-pitr/wayback/config"
+	"github.com/wayback-pitr/wayback/crypt"
 	"github.com/wayback-pitr/wayback/metrics"
 	"github.com/wayback-pitr/wayback/pitr"
 	"github.com/wayback-pitr/wayback/store"
@@ -39,6 +41,12 @@ type Options struct {
 	// SlotInterval is how often the slot's retained WAL and status are
 	// checked (default 5s).
 	SlotInterval time.Duration
+	// Down holds, per store (in Fanout order), why it did not answer when
+	// the archive was opened, nil for stores that answered. Run does not
+	// check those again: they start failing, as if they had failed while
+	// running, and are backfilled once they answer. Run checks the others
+	// itself, so Down may be nil.
+	Down []error
 }
 
 // Agent ships the change stream of one database.
@@ -49,6 +57,7 @@ type Agent struct {
 	mu    sync.Mutex
 
 	metrics   *metrics.Metrics
+	identity  pitr.ArchiveInfo     // this source, as archive.json names it
 	serverEnd wal.LSN              // newest server WAL end seen on the stream
 	streaming bool                 // a replication session is open
 	commits   map[string]time.Time // segment key -> newest commit, for per-store metrics
@@ -104,19 +113,23 @@ func (a *Agent) Stats() Stats {
 // committed is made durable and acknowledged before it returns. Connection
 // failures are retried; configuration errors are returned at once.
 func (a *Agent) Run(ctx context.Context) error {
-	if err := a.checkSource(ctx); err != nil {
-		return err
-	}
-	if err := a.ensureArchive(ctx); err != nil {
-		return err
-	}
-	cat, err := pitr.Load(ctx, a.opts.Fanout.Stores(), a.log)
+	up, down, err := a.checkStores(ctx)
 	if err != nil {
 		return err
 	}
-	if err := a.checkResume(ctx, cat); err != nil {
+	// Everything read at start comes from the stores that answered; what
+	// needs the whole archive refuses to guess while a store is down.
+	if err := a.ensureArchive(ctx, up, down); err != nil {
 		return err
 	}
+	cat, err := pitr.Load(ctx, up, a.log)
+	if err != nil {
+		return err
+	}
+	if err := a.checkResume(ctx, cat, down); err != nil {
+		return err
+	}
+	a.opts.Fanout.Admit = a.admit
 	for _, b := range cat.Backups {
 		a.metrics.BaseBackup(b.FinishedAt, b.FinishedAt.Sub(b.StartedAt))
 	}
@@ -249,19 +262,63 @@ func (a *Agent) slotState(ctx context.Context) (wal.LSN, error) {
 	return wal.ParseLSN(*confirmed)
 }
 
-func (a *Agent) checkSource(ctx context.Context) error {
-	for _, s := range a.opts.Fanout.Stores() {
-		if err := store.CheckWithin(ctx, s, store.CheckTimeout); err != nil {
-			return err
+// checkStores checks every store not already known to be down (all at
+// once, each for at most store.CheckTimeout). The agent starts when at
+// least min_copies answer: the others start failing in the fan-out and are
+// backfilled when they answer, exactly as after an outage while running.
+// It returns the stores that answered and the URLs of those that did not.
+func (a *Agent) checkStores(ctx context.Context) (up []store.Store, down []string, err error) {
+	stores := a.opts.Fanout.Stores()
+	errs := make([]error, len(stores))
+	var check []store.Store
+	var at []int
+	for i, s := range stores {
+		if i < len(a.opts.Down) && a.opts.Down[i] != nil {
+			errs[i] = a.opts.Down[i]
+			continue
 		}
+		check, at = append(check, s), append(at, i)
+	}
+	for j, err := range store.CheckAll(ctx, check, store.CheckTimeout) {
+		errs[at[j]] = err
+	}
+	if ctx.Err() != nil {
+		return nil, nil, ctx.Err()
+	}
+	unreachable := &store.UnreachableError{Required: a.opts.Fanout.MinCopies()}
+	for i, err := range errs {
+		if err != nil {
+			unreachable.URLs = append(unreachable.URLs, stores[i].URL())
+			unreachable.Errs = append(unreachable.Errs, err)
+			continue
+		}
+		up = append(up, stores[i])
+	}
+	if len(up) < unreachable.Required {
+		unreachable.Answered = len(up)
+		return nil, nil, unreachable
+	}
+	for i, err := range errs {
+		if err == nil {
+			continue
+		}
+		a.opts.Fanout.SetDown(i, err)
+		a.metrics.StoreUp(store.Redact(stores[i].URL()), false)
+		a.log.Warn("store did not answer at start: shipping to the stores that did; it is backfilled with everything it missed once it answers",
+			zap.String("store", stores[i].URL()), zap.Int("answered", len(up)), zap.Int("min_copies", unreachable.Required), zap.Error(err))
 	}
 	// The slot itself is checked against the archive by checkResume.
-	return nil
+	return up, unreachable.URLs, nil
 }
 
-// ensureArchive writes archive.json to a fresh archive and refuses to mix
-// two databases' streams in one archive.
-func (a *Agent) ensureArchive(ctx context.Context) error {
+// ensureArchive writes archive.json where the archive lacks it and refuses
+// to mix two databases' streams in one archive. It reads only the stores
+// that answered (up); down names the others. A store lacking archive.json
+// gets a copy of the one the others hold, so the archive keeps one
+// identity. When no store that answered holds one, a new one is written
+// only if no store is down: the down store may hold the archive's
+// identity, and a second one must not be invented beside it.
+func (a *Agent) ensureArchive(ctx context.Context, up []store.Store, down []string) error {
 	conn, err := pgx.Connect(ctx, a.opts.Config.Postgres.DSN)
 	if err != nil {
 		return fmt.Errorf("connect to source: %w", err)
@@ -271,21 +328,77 @@ func (a *Agent) ensureArchive(ctx context.Context) error {
 	if err := conn.QueryRow(ctx, "SELECT (SELECT system_identifier::text FROM pg_control_system()), current_database()").Scan(&info.SystemID, &info.Database); err != nil {
 		return fmt.Errorf("identify source: %w", err)
 	}
-	for _, s := range a.opts.Fanout.Stores() {
+	a.identity = info
+	var found *pitr.ArchiveInfo
+	var missing []store.Store
+	for _, s := range up {
 		existing, err := pitr.ReadArchiveInfo(ctx, []store.Store{s})
 		if err != nil {
 			return err
 		}
 		if existing == nil {
-			b, _ := json.MarshalIndent(info, "", "  ")
-			if err := store.PutBytes(ctx, s, pitr.ArchiveKey, b); err != nil {
-				return err
-			}
+			missing = append(missing, s)
 			continue
 		}
-		if existing.SystemID != info.SystemID || existing.Database != info.Database {
-			return fatalError{fmt.Errorf("store %s holds the archive of another database (system %s, database %q; this is system %s, database %q): give each database its own store prefix",
-				s.URL(), existing.SystemID, existing.Database, info.SystemID, info.Database)}
+		if err := a.sameSource(s, existing); err != nil {
+			return fatalError{err}
+		}
+		if found == nil {
+			found = existing
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if found == nil && len(down) > 0 {
+		return fmt.Errorf("no store that answered holds archive.json (the archive's identity), and %s did not answer: it may hold it, so no new archive is started beside it. Start again when it answers, or remove it from the configuration if it is gone for good",
+			strings.Join(down, ", "))
+	}
+	if found == nil {
+		found = &info
+	}
+	b, err := json.MarshalIndent(found, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", pitr.ArchiveKey, err)
+	}
+	for _, s := range missing {
+		if err := store.PutBytes(ctx, s, pitr.ArchiveKey, b); err != nil {
+			return fmt.Errorf("write %s to %s: %w", pitr.ArchiveKey, s.URL(), err)
+		}
+	}
+	return nil
+}
+
+// sameSource refuses an archive.json naming another database.
+func (a *Agent) sameSource(s store.Store, existing *pitr.ArchiveInfo) error {
+	info := a.identity
+	if existing.SystemID != info.SystemID || existing.Database != info.Database {
+		return fmt.Errorf("store %s holds the archive of another database (system %s, database %q; this is system %s, database %q): give each database its own store prefix",
+			s.URL(), existing.SystemID, existing.Database, info.SystemID, info.Database)
+	}
+	return nil
+}
+
+// admit is the fan-out's Admit: a store that was down at start is checked
+// as start-up would have checked it before anything is written to it. Its
+// archive.json must name this source (backfill copies it when absent), and
+// with encryption it first receives the archive's key objects, so that
+// everything backfilled or shipped to it afterwards can be read from it
+// alone.
+func (a *Agent) admit(ctx context.Context, i int) error {
+	s := a.opts.Fanout.Stores()[i]
+	existing, err := pitr.ReadArchiveInfo(ctx, []store.Store{s})
+	if err != nil {
+		return fmt.Errorf("read %s: %w", pitr.ArchiveKey, err)
+	}
+	if existing != nil {
+		if err := a.sameSource(s, existing); err != nil {
+			return err
+		}
+	}
+	if cs, ok := s.(*crypt.Store); ok {
+		if err := cs.SyncKeys(ctx); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -82,8 +82,9 @@ func archiveEnd(cat *pitr.Catalog) (end wal.LSN, any bool) {
 // checkResume refuses to stream when the slot and the archive disagree, so
 // that a restart never silently skips data: a missing or lost slot while
 // the archive holds data, or a slot confirmed beyond the archive's end
-// (acknowledged by someone else but never archived).
-func (a *Agent) checkResume(ctx context.Context, cat *pitr.Catalog) error {
+// (acknowledged by someone else but never archived). cat holds only the
+// stores that answered; down names the others, which may hold the rest.
+func (a *Agent) checkResume(ctx context.Context, cat *pitr.Catalog, down []string) error {
 	cfg := a.opts.Config
 	conn, err := pgx.Connect(ctx, cfg.Postgres.DSN)
 	if err != nil {
@@ -102,6 +103,11 @@ func (a *Agent) checkResume(ctx context.Context, cat *pitr.Catalog) error {
 		return fatalError{fmt.Errorf("replication slot %q does not exist in this database: run 'wayback setup' first", cfg.Postgres.Slot)}
 	case si.WALStatus == "lost":
 		return SlotLostError(cfg.Postgres.Slot, "was invalidated (wal_status lost; max_slot_wal_keep_size exceeded)")
+	case has && si.Confirmed > end && len(down) > 0:
+		// Segments written while these stores were failing may exist only
+		// in a store that is down now: wait for it rather than guess.
+		return fmt.Errorf("replication slot %q is confirmed up to %s but the stores that answered hold the archive only up to %s; %s did not answer and may hold the rest. Start again when it answers (if it is lost for good, remove it from the configuration: the agent then reports the gap)",
+			cfg.Postgres.Slot, si.Confirmed, end, strings.Join(down, ", "))
 	case has && si.Confirmed > end:
 		return fatalError{fmt.Errorf("replication slot %q is confirmed up to %s but the archive ends at %s: changes in between were acknowledged without being archived (another consumer advanced the slot, or it was recreated). "+
 			"Refusing to continue rather than leave a silent gap. If the slot was recreated on purpose, take a new base backup ('wayback backup') and start the agent again; 'wayback verify' reports the gap",

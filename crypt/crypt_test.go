@@ -229,3 +229,74 @@ func TestKeys(t *testing.T) {
 	r1 := mustWrap(t, raws, crypt.Keyring{Current: k1}, false)
 	storetest.CheckGet(t, ctx, r1[0], "segments/old.seg", []byte("written under k1"))
 }
+
+// keyNames lists the raw key objects a store holds.
+func keyNames(t *testing.T, s store.Store) []string {
+	t.Helper()
+	objs, err := s.List(context.Background(), crypt.KeyPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, o := range objs {
+		out = append(out, o.Key)
+	}
+	return out
+}
+
+// TestWrapWithStoreDown: a writer opening an encrypted archive while one
+// store is down uses the data key the others hold and creates none; the
+// down store gets the key objects from SyncKeys and then restores alone.
+// With no reachable store holding a current data key, Wrap refuses rather
+// than create one the down store may already have.
+func TestWrapWithStoreDown(t *testing.T) {
+	ctx := context.Background()
+	key := mustKey(t)
+	ring := crypt.Keyring{Current: key}
+	a, b := store.NewFile(t.TempDir()), store.NewFile(t.TempDir())
+	mustWrap(t, []store.Store{a}, ring, true) // the archive's data key, in A only
+	want := keyNames(t, a)
+	if len(want) != 1 {
+		t.Fatalf("A holds key objects %v, want one", want)
+	}
+
+	// B (empty, as if newly configured) is down: A's key is used.
+	ws, err := crypt.Wrap(ctx, []store.Store{a, b}, crypt.Options{Keys: ring, Write: true, Down: []bool{false, true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := keyNames(t, a); len(got) != 1 || got[0] != want[0] {
+		t.Fatalf("with B down, A holds key objects %v, want only %v", got, want)
+	}
+	if got := keyNames(t, b); len(got) != 0 {
+		t.Fatalf("Wrap wrote %v to the store marked down", got)
+	}
+	if err := ws[1].(*crypt.Store).SyncKeys(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := keyNames(t, b); len(got) != 1 || got[0] != want[0] {
+		t.Fatalf("after SyncKeys B holds %v, want %v", got, want)
+	}
+	if err := store.PutBytes(ctx, ws[1], "segments/x", []byte("secret rows")); err != nil {
+		t.Fatal(err)
+	}
+	alone := mustWrap(t, []store.Store{b}, ring, false)
+	if got, err := store.ReadAll(ctx, alone[0], "segments/x"); err != nil || string(got) != "secret rows" {
+		t.Fatalf("B alone after SyncKeys: %q, %v", got, err)
+	}
+
+	// The store holding the key is down and the other has none: no new
+	// data key, a clear error, nothing written.
+	c := store.NewFile(t.TempDir())
+	_, err = crypt.Wrap(ctx, []store.Store{c, a}, crypt.Options{Keys: ring, Write: true, Down: []bool{false, true}})
+	var unavailable *crypt.DataKeyUnavailableError
+	if !errors.As(err, &unavailable) || !strings.Contains(err.Error(), a.URL()) {
+		t.Fatalf("Wrap with the key's only holder down: %v, want a DataKeyUnavailableError naming %s", err, a.URL())
+	}
+	if got := keyNames(t, c); len(got) != 0 {
+		t.Fatalf("a data key was created while the store holding the current one was down: %v", got)
+	}
+	if got := keyNames(t, a); len(got) != 1 {
+		t.Fatalf("A's keys changed: %v", got)
+	}
+}

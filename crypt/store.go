@@ -74,6 +74,26 @@ type Options struct {
 	Write bool
 	// Log receives key creation and rotation events; nil discards them.
 	Log *zap.Logger
+	// Down marks, by index, stores that did not answer (an agent starting
+	// during an outage). Wrap neither reads nor writes them, but wraps them
+	// all the same; a writer copies the key objects to each with SyncKeys
+	// once it answers. Because a down store may hold the archive's current
+	// data key, Wrap never creates a data key while a store is down.
+	Down []bool
+}
+
+// DataKeyUnavailableError says that a writer needs a data key wrapped by
+// the current key, no reachable store holds one, and some store did not
+// answer: that store may hold it, so none is created.
+type DataKeyUnavailableError struct {
+	// KeyID is the current key's ID; Down the stores that did not answer.
+	KeyID string
+	Down  []string
+}
+
+func (e *DataKeyUnavailableError) Error() string {
+	return fmt.Sprintf("no reachable store holds a data key wrapped by encryption key %s, and %s did not answer: it may hold the archive's current data key, so no new one is created (a new archive and a key rotation need every store). Start again when it answers",
+		e.KeyID, strings.Join(e.Down, ", "))
 }
 
 // Wrap prepares the archive's stores for encryption. With no keys, it
@@ -90,7 +110,13 @@ func Wrap(ctx context.Context, stores []store.Store, o Options) ([]store.Store, 
 	raw := map[string][]byte{} // key object name -> bytes, from any store
 	held := make([]map[string]bool, len(stores))
 	archiveKEKs := map[string]bool{}
+	var down []string
+	isDown := func(i int) bool { return i < len(o.Down) && o.Down[i] }
 	for i, s := range stores {
+		if isDown(i) {
+			down = append(down, s.URL())
+			continue
+		}
 		objs, err := s.List(ctx, KeyPrefix)
 		if err != nil {
 			if o.Write {
@@ -168,6 +194,9 @@ func Wrap(ctx context.Context, stores []store.Store, o Options) ([]store.Store, 
 		return nil, errors.New("encryption is configured, but no store holds encryption keys (keys/): the archive is empty or not encrypted; remove the encryption settings to read an unencrypted archive")
 	}
 	if o.Write {
+		if len(current) == 0 && len(down) > 0 {
+			return nil, &DataKeyUnavailableError{KeyID: o.Keys.Current.ID, Down: down}
+		}
 		if len(current) == 0 {
 			// New archive, or the first write after a rotation: a new
 			// data key, wrapped by the current key.
@@ -185,6 +214,9 @@ func Wrap(ctx context.Context, stores []store.Store, o Options) ([]store.Store, 
 		// Every store holds every key object (any one store is enough to
 		// restore), and the key comes before any object it encrypts.
 		for i, s := range stores {
+			if isDown(i) {
+				continue // SyncKeys, before anything else is written to it
+			}
 			for name, b := range raw {
 				if held[i][name] {
 					continue
@@ -197,6 +229,7 @@ func Wrap(ctx context.Context, stores []store.Store, o Options) ([]store.Store, 
 		cur, _ := hex.DecodeString(current[0])
 		copy(kr.current[:], cur)
 		kr.canWrite = true
+		kr.raw = raw
 	}
 	out := make([]store.Store, len(stores))
 	for i, s := range stores {
@@ -267,6 +300,9 @@ type keyring struct {
 	kekOf    map[string]string // DEK id -> KEK id, also for keys not unwrapped
 	current  [8]byte
 	canWrite bool
+	// raw is every key object (name -> bytes) a writer found or created,
+	// for SyncKeys. It does not change after Wrap.
+	raw map[string][]byte
 }
 
 // Store is a store.Store that encrypts every object it puts and decrypts
@@ -284,6 +320,39 @@ func (s *Store) Inner() store.Store { return s.inner }
 
 // URL implements store.Store.
 func (s *Store) URL() string { return s.inner.URL() }
+
+// SyncKeys copies to this store every key object of the archive that it
+// lacks, for a store that was down when a writer opened the archive (see
+// Options.Down): the store then holds the key of every object written to it
+// afterwards, and restores from it alone. Key objects are never
+// overwritten. The archive must have been opened for writing.
+func (s *Store) SyncKeys(ctx context.Context) error {
+	if !s.kr.canWrite {
+		return fmt.Errorf("sync encryption keys to %s: the archive was opened for reading only", s.URL())
+	}
+	objs, err := s.inner.List(ctx, KeyPrefix)
+	if err != nil {
+		return fmt.Errorf("list encryption keys in %s: %w", s.URL(), err)
+	}
+	have := map[string]bool{}
+	for _, o := range objs {
+		have[o.Key] = true
+	}
+	names := make([]string, 0, len(s.kr.raw))
+	for name := range s.kr.raw {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if have[name] {
+			continue
+		}
+		if err := store.PutBytes(ctx, s.inner, name, s.kr.raw[name]); err != nil {
+			return fmt.Errorf("store encryption key in %s: %w", s.URL(), err)
+		}
+	}
+	return nil
+}
 
 // Check implements store.Store.
 func (s *Store) Check(ctx context.Context) error { return s.inner.Check(ctx) }

@@ -32,6 +32,10 @@ type Fanout struct {
 	mu      sync.Mutex
 	state   []storeState
 	blocked bool // fewer than minCopies stores reachable; logged once
+	// unadmitted marks stores that did not answer at start (SetDown): they
+	// take no writes until Repair has run Admit on them.
+	unadmitted []bool
+	admitErr   []string // last Admit refusal per store, logged once
 	// repairFilter, when set, names keys Repair must not copy back.
 	repairFilter func(ctx context.Context) (func(key string) bool, error)
 
@@ -51,6 +55,12 @@ type Fanout struct {
 	// OnWrite, if set, is told of every write attempt to a store (err nil:
 	// the store holds key), for metrics. It must not block.
 	OnWrite func(store int, key string, size int64, err error)
+	// Admit, if set, is run by Repair on a store marked with SetDown once it
+	// answers, before anything is written to it: the store was never
+	// checked against the archive (its identity, its encryption keys), so
+	// Admit checks it and copies what must precede everything else. While
+	// Admit fails the store stays failing and takes no writes.
+	Admit func(ctx context.Context, store int) error
 }
 
 // StoreState is the health of one store as the fan-out sees it.
@@ -86,7 +96,21 @@ func NewFanout(stores []Store, minCopies int, log *zap.Logger) *Fanout {
 		st[i] = storeState{state: Lagging, since: time.Now()}
 	}
 	return &Fanout{stores: stores, minCopies: minCopies, log: log, state: st,
+		unadmitted: make([]bool, len(stores)), admitErr: make([]string, len(stores)),
 		AttemptTimeout: 30 * time.Second, QuickTries: 3, MaxBackoff: 5 * time.Second}
+}
+
+// SetDown marks store i as unreachable from the start (it did not answer
+// the start-up check): it is failing, as if it had failed while running,
+// so writes go to the others and Repair backfills it once it answers. Until
+// then it takes no writes at all, not even when too few stores answer, and
+// Repair runs Admit on it before copying anything. Call it before the
+// first write.
+func (f *Fanout) SetDown(i int, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.state[i] = storeState{state: Failing, lastErr: err, since: time.Now()}
+	f.unadmitted[i] = true
 }
 
 // Stores returns the underlying stores in configuration order.
@@ -149,6 +173,9 @@ func (f *Fanout) put(ctx context.Context, key string, src source) error {
 		}
 	}
 	for i, s := range f.state {
+		if f.unadmitted[i] {
+			continue
+		}
 		if s.state != Failing || usable < f.minCopies {
 			try = append(try, i)
 		} else {
@@ -204,6 +231,9 @@ func (f *Fanout) put(ctx context.Context, key string, src source) error {
 		backoff = min(backoff*2, f.MaxBackoff)
 		ok = 0
 		for i := range f.stores {
+			if f.isUnadmitted(i) {
+				continue
+			}
 			if f.holds(ctx, i, key) || f.tryStore(ctx, i, key, src, 1) == nil {
 				ok++
 			}
@@ -213,6 +243,49 @@ func (f *Fanout) put(ctx context.Context, key string, src source) error {
 			return nil
 		}
 	}
+}
+
+func (f *Fanout) isUnadmitted(i int) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.unadmitted[i]
+}
+
+// admit runs Admit on store i if it was down at start and has not been
+// admitted yet. Once admitted, the other stores are compared with it again
+// (they become lagging): it may hold objects they lack, written while they
+// were failing before this start.
+func (f *Fanout) admit(ctx context.Context, i int) error {
+	if !f.isUnadmitted(i) {
+		return nil
+	}
+	url := f.stores[i].URL()
+	if f.Admit != nil {
+		if err := f.Admit(ctx, i); err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			f.mu.Lock()
+			if f.admitErr[i] != err.Error() {
+				f.admitErr[i] = err.Error()
+				f.log.Error("store down at start answers, but is not admitted: nothing is written to it", zap.String("store", url), zap.Error(err))
+			}
+			f.mu.Unlock()
+			return fmt.Errorf("admit %s: %w", url, err)
+		}
+	}
+	f.mu.Lock()
+	f.unadmitted[i] = false
+	f.admitErr[i] = ""
+	f.state[i] = storeState{state: Lagging, since: time.Now()}
+	for j := range f.state {
+		if j != i && f.state[j].state == Healthy {
+			f.state[j] = storeState{state: Lagging, since: time.Now()}
+		}
+	}
+	f.mu.Unlock()
+	f.log.Info("store down at start answers now: backfilling what it missed", zap.String("store", url))
+	return nil
 }
 
 // holds reports whether store i already has key (as far as a quick Get
@@ -345,7 +418,12 @@ func (f *Fanout) SetRepairFilter(fn func(ctx context.Context) (skip func(key str
 // copied; when nothing is left to copy the store is healthy.
 func (f *Fanout) Repair(ctx context.Context, i int) (int, error) {
 	target := f.stores[i]
-	if err := target.Check(ctx); err != nil {
+	// Bounded: a store that holds requests without answering (a
+	// black-holed route) must not stall the repair of the others.
+	if err := CheckWithin(ctx, target, f.AttemptTimeout); err != nil {
+		return 0, err
+	}
+	if err := f.admit(ctx, i); err != nil {
 		return 0, err
 	}
 	have, err := target.List(ctx, "")
@@ -367,8 +445,8 @@ func (f *Fanout) Repair(ctx context.Context, i int) (int, error) {
 	}
 	sources := map[string][]int{} // key -> stores holding it
 	for j, s := range f.stores {
-		if j == i {
-			continue
+		if j == i || f.isUnadmitted(j) {
+			continue // an unadmitted store may hold another archive
 		}
 		objs, err := s.List(ctx, "")
 		if err != nil {

@@ -175,3 +175,119 @@ func TestRepairFilterKeepsExpiredObjectsGone(t *testing.T) {
 		t.Fatalf("repair copied %d objects, store b holds %v; want only segments/live", n, got)
 	}
 }
+
+// TestFanoutStoreDownAtStart: a store marked down before the first write
+// takes no writes (not even while too few stores answer), is admitted by
+// Repair only once Admit accepts it, is then backfilled, and the other
+// stores get what only it held.
+func TestFanoutStoreDownAtStart(t *testing.T) {
+	ctx := context.Background()
+	f, a, b := newPair(t, 1)
+	// B holds an object A lacks (written while A was failing before this
+	// start), and is down now.
+	if err := PutBytes(ctx, b, "backups/old/manifest.json", []byte("old")); err != nil {
+		t.Fatal(err)
+	}
+	b.down.Store(true)
+	f.SetDown(1, errDown)
+	var refuse atomic.Bool
+	refuse.Store(true)
+	admitted := 0
+	f.Admit = func(ctx context.Context, i int) error {
+		if i != 1 {
+			t.Errorf("Admit called for store %d", i)
+		}
+		if refuse.Load() {
+			return errors.New("holds another archive")
+		}
+		admitted++
+		return nil
+	}
+	if _, err := f.Repair(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"archive.json", "segments/1", "segments/2"} {
+		if err := f.Put(ctx, k, []byte(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.down.Store(false)
+	// Answering, but Admit refuses: no writes, no backfill, and A does not
+	// take B's objects either.
+	if err := f.Put(ctx, "segments/3", []byte("3")); err != nil {
+		t.Fatal(err)
+	}
+	f.bg.Wait()
+	if n, err := f.Repair(ctx, 1); err == nil {
+		t.Fatalf("repair of a refused store succeeded (%d copied)", n)
+	}
+	if got := keys(t, b); len(got) != 1 {
+		t.Fatalf("refused store B was written to: %v", got)
+	}
+	if f.State(1) != Failing {
+		t.Fatalf("refused store B is %s, want failing", f.State(1))
+	}
+	if _, err := f.Repair(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := keys(t, a); len(got) != 4 {
+		t.Fatalf("A copied from a refused store: %v", got)
+	}
+	// Admitted: B is backfilled, then A (lagging again) gets B's object.
+	refuse.Store(false)
+	if n, err := f.Repair(ctx, 1); err != nil || n != 4 {
+		t.Fatalf("repair of admitted B: %d copied, %v; want 4", n, err)
+	}
+	if admitted != 1 {
+		t.Fatalf("Admit accepted %d times, want 1", admitted)
+	}
+	if f.State(0) != Lagging {
+		t.Fatalf("A is %s after B was admitted, want lagging", f.State(0))
+	}
+	if n, err := f.Repair(ctx, 0); err != nil || n != 1 {
+		t.Fatalf("repair of A after B's admission: %d copied, %v; want 1", n, err)
+	}
+	if ka, kb := keys(t, a), keys(t, b); len(ka) != 5 || len(kb) != 5 {
+		t.Fatalf("after both repairs A has %v, B has %v", ka, kb)
+	}
+}
+
+// TestFanoutDownAtStartHoldsWithoutQuorum: with min_copies 2 and one store
+// down at start, a write holds until that store is admitted; it is never
+// written before Admit ran.
+func TestFanoutDownAtStartHoldsWithoutQuorum(t *testing.T) {
+	ctx := context.Background()
+	f, _, b := newPair(t, 2)
+	b.down.Store(true)
+	f.SetDown(1, errDown)
+	var admitted atomic.Bool
+	f.Admit = func(ctx context.Context, i int) error {
+		if n := len(keys(t, b)); n != 0 {
+			t.Errorf("B held %d objects before Admit", n)
+		}
+		admitted.Store(true)
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() { done <- f.Put(ctx, "segments/1", []byte("x")) }()
+	b.down.Store(false)
+	select {
+	case err := <-done:
+		t.Fatalf("Put returned %v before the down store was admitted", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	if _, err := f.Repair(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Put did not complete after the store was admitted")
+	}
+	if !admitted.Load() || len(keys(t, b)) != 1 {
+		t.Fatalf("admitted %v, B holds %v", admitted.Load(), keys(t, b))
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"io"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -68,10 +69,58 @@ func CheckWithin(ctx context.Context, s Store, d time.Duration) error {
 	defer cancel()
 	err := s.Check(cctx)
 	if err != nil && ctx.Err() == nil && errors.Is(cctx.Err(), context.DeadlineExceeded) {
-		return fmt.Errorf("store %s did not answer within %s: check that it is up and reachable from here (endpoint, network, firewall), or leave it out of the configuration until it is back: %w", s.URL(), d, err)
+		return fmt.Errorf("store %s did not answer within %s: check that it is up and reachable from here (endpoint, network, firewall): %w", s.URL(), d, err)
 	}
 	return err
 }
+
+// CheckAll runs CheckWithin on every store at once, so that a start with
+// several unreachable stores waits d once, not once per store. It returns
+// each store's error, nil for the stores that answered.
+func CheckAll(ctx context.Context, stores []Store, d time.Duration) []error {
+	errs := make([]error, len(stores))
+	var wg sync.WaitGroup
+	for i, s := range stores {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = CheckWithin(ctx, s, d)
+		}()
+	}
+	wg.Wait()
+	return errs
+}
+
+// UnreachableError says that fewer stores answered at start than must hold
+// each object (min_copies), so nothing was written. Retrying later may
+// succeed: it is not a configuration error.
+type UnreachableError struct {
+	// Required is min_copies; Answered how many stores answered.
+	Required, Answered int
+	// URLs and Errs name each store that did not answer and why.
+	URLs []string
+	Errs []error
+}
+
+func (e *UnreachableError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d of %d stores answered but min_copies is %d, so nothing was written:", e.Answered, e.Answered+len(e.URLs), e.Required)
+	for i, u := range e.URLs {
+		if i > 0 {
+			b.WriteString(";")
+		}
+		msg := e.Errs[i].Error()
+		if !strings.HasPrefix(msg, "store "+u) {
+			msg = "store " + u + ": " + msg
+		}
+		b.WriteString(" " + msg)
+	}
+	b.WriteString(". Start again when enough stores answer (a supervisor restart retries), or lower min_copies to ship to the others meanwhile (the missing store is backfilled when it answers)")
+	return b.String()
+}
+
+// Unwrap returns the stores' errors.
+func (e *UnreachableError) Unwrap() []error { return e.Errs }
 
 // Opener builds a Store from a parsed URL. Backends register themselves in
 // openers so that this file does not import every cloud SDK's types.

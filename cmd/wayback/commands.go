@@ -75,15 +75,31 @@ func agentCmd(g *globals) *cobra.Command {
 		Short: "Stream changes to the stores until SIGTERM",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			e, err := g.open(cmd.Context(), config.Need{DSN: true, Stores: true, Write: true})
+			ctx := cmd.Context()
+			cfg, err := g.load(config.Need{DSN: true, Stores: true, Write: true})
 			if err != nil {
 				return err
 			}
-			defer e.close()
-			if metricsListen != "" {
-				e.cfg.Metrics.Listen = metricsListen
+			log, err := g.logger()
+			if err != nil {
+				return err
 			}
-			ag, err := e.archive().StartAgent(cmd.Context(), wayback.AgentOptions{Config: e.cfg, NoInitialBackup: noBackup, RepairInterval: repairEvery})
+			defer log.Sync()
+			ring, err := loadKeys(cfg.Encryption, os.LookupEnv)
+			if err != nil {
+				return err
+			}
+			// The agent starts when min_copies stores answer; the others
+			// are backfilled once they do (docs/operations.md).
+			arc, err := wayback.Open(ctx, wayback.ArchiveOptions{Stores: cfg.Stores, Check: true, Write: true, Keys: ring, MinReachable: cfg.MinCopies, Log: log})
+			if err != nil {
+				return err
+			}
+			defer arc.Close()
+			if metricsListen != "" {
+				cfg.Metrics.Listen = metricsListen
+			}
+			ag, err := arc.StartAgent(ctx, wayback.AgentOptions{Config: cfg, NoInitialBackup: noBackup, RepairInterval: repairEvery})
 			if err != nil {
 				return err
 			}
