@@ -324,3 +324,63 @@ func FuzzTupleWriter(f *testing.F) {
 		}
 	})
 }
+
+// benchStream returns a COPY BINARY stream of n four-field tuples and the
+// offsets where each tuple ends, as PostgreSQL sends one CopyData message
+// per tuple.
+func benchStream(n int) ([]byte, []int) {
+	s := []byte(header)
+	var ends []int
+	for i := range n {
+		s = append(s, encodeTuple(binary.BigEndian.AppendUint32(nil, uint32(i)), []byte("a text value of some length"), nil,
+			binary.BigEndian.AppendUint64(nil, uint64(i)*7))...)
+		ends = append(ends, len(s))
+	}
+	s = append(s, trailer...)
+	return s, append(ends, len(s))
+}
+
+// BenchmarkTupleWriter feeds the stream one CopyData message at a time.
+func BenchmarkTupleWriter(b *testing.B) {
+	s, ends := benchStream(10000)
+	b.SetBytes(int64(len(s)))
+	b.ReportAllocs()
+	for b.Loop() {
+		n := 0
+		w := pgcopy.NewTupleWriter(func([]byte) { n++ })
+		start := 0
+		for _, e := range ends {
+			if _, err := w.Write(s[start:e]); err != nil {
+				b.Fatal(err)
+			}
+			start = e
+		}
+		if err := w.Close(); err != nil || n != 10000 {
+			b.Fatal(n, err)
+		}
+	}
+}
+
+// BenchmarkBinaryReader reads the same stream with Next.
+func BenchmarkBinaryReader(b *testing.B) {
+	s, _ := benchStream(10000)
+	b.SetBytes(int64(len(s)))
+	b.ReportAllocs()
+	for b.Loop() {
+		r := pgcopy.NewBinaryReader(bytes.NewReader(s))
+		n := 0
+		for {
+			_, err := r.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			n++
+		}
+		if n != 10000 {
+			b.Fatal(n)
+		}
+	}
+}

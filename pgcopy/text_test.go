@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/wayback-pitr/wayback/basebackup"
 	"github.com/wayback-pitr/wayback/pgcopy"
 	"github.com/wayback-pitr/wayback/testenv"
 	"github.com/wayback-pitr/wayback/wal"
@@ -151,6 +152,74 @@ func TestAppendText(t *testing.T) {
 			checkColumn(t, ctx, conn, s)
 			checkColumn(t, ctx, conn, a)
 		})
+	}
+	t.Run("copy text", func(t *testing.T) { checkCopyText(t, ctx, conn) })
+}
+
+// checkCopyText puts a column of every type and array type above into one
+// table and compares, tuple by tuple, AppendText of its COPY BINARY with its
+// COPY text decoded by basebackup.ParseCopyText: the way a backup will use
+// the two formats.
+func checkCopyText(t *testing.T, ctx context.Context, conn *pgx.Conn) {
+	sql := ""
+	for i := range typeCases {
+		sql += fmt.Sprintf("CREATE INDEX ON s%d (id); CREATE INDEX ON a%[1]d (id);\n", i)
+	}
+	sql += "CREATE TABLE allt AS SELECT g AS id"
+	for i := range typeCases {
+		// 1-D, 2-D and the literal edge arrays in turn
+		sql += fmt.Sprintf(`, (SELECT v FROM s%d WHERE id = g) AS s%[1]d,
+			(SELECT v FROM a%[1]d WHERE id = CASE g %% 4 WHEN 0 THEN 1000000 + g / 3 WHEN 1 THEN -(g %% 15) ELSE g / 3 END) AS a%[1]d`, i)
+	}
+	sql += " FROM generate_series(1, 2000) g"
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := conn.Query(ctx, "SELECT atttypid FROM pg_attribute WHERE attrelid = 'allt'::regclass AND attnum > 0 ORDER BY attnum")
+	if err != nil {
+		t.Fatal(err)
+	}
+	oids, err := pgx.CollectRows(rows, pgx.RowTo[uint32])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text, bin bytes.Buffer
+	if _, err := conn.PgConn().CopyTo(ctx, &text, "COPY allt TO STDOUT"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.PgConn().CopyTo(ctx, &bin, "COPY allt TO STDOUT (FORMAT binary)"); err != nil {
+		t.Fatal(err)
+	}
+	r := pgcopy.NewBinaryReader(&bin)
+	lines := bytes.SplitAfter(text.Bytes(), []byte("\n"))
+	var got []byte
+	n := 0
+	for ; ; n++ {
+		fields, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := basebackup.ParseCopyText(lines[n])
+		if err != nil || len(want) != len(fields) || len(fields) != len(oids) {
+			t.Fatalf("row %d: %d text fields (%v), %d binary, %d columns", n, len(want), err, len(fields), len(oids))
+		}
+		for i, f := range fields {
+			if f == nil {
+				if want[i].Kind != wal.KindNull {
+					t.Fatalf("row %d column %d: NULL only in binary", n, i)
+				}
+				continue
+			}
+			if got, err = pgcopy.AppendText(got[:0], oids[i], f); err != nil || !bytes.Equal(got, want[i].Data) {
+				t.Fatalf("row %d column %d (type %d): %v\n got %s\nwant %s", n, i, oids[i], err, short(string(got)), short(string(want[i].Data)))
+			}
+		}
+	}
+	if n != 2000 || n != len(lines)-1 {
+		t.Fatalf("%d binary rows, %d text lines", n, len(lines))
 	}
 }
 
