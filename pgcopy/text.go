@@ -65,16 +65,17 @@ func Supported(typeOID uint32) bool {
 	return ok
 }
 
+// ErrUnsupported is the error (wrapped) of AppendText for a type it does
+// not convert.
+var ErrUnsupported = errors.New("no exact text conversion for this type")
+
 // AppendText appends the text form PostgreSQL's output function gives the
 // value, whose binary form (typsend output) is value, for built-in type
 // typeOID, under wayback's pinned session settings (wal.PinTextSettings:
 // DateStyle 'ISO, MDY', IntervalStyle postgres, TimeZone UTC,
-// extra_float_digits 3, bytea_output hex). It fails for an unsupported type
-// or a malformed value.
+// extra_float_digits 3, bytea_output hex). It fails, returning dst
+// unchanged, for an unsupported type (ErrUnsupported) or a malformed value.
 func AppendText(dst []byte, typeOID uint32, value []byte) ([]byte, error) {
-	if !Supported(typeOID) {
-		return dst, fmt.Errorf("pgcopy: no text conversion for type OID %d", typeOID)
-	}
 	out, err := appendText(dst, typeOID, value)
 	if err != nil {
 		return dst, fmt.Errorf("pgcopy: type OID %d: %w", typeOID, err)
@@ -84,10 +85,9 @@ func AppendText(dst []byte, typeOID uint32, value []byte) ([]byte, error) {
 
 var errLength = errors.New("wrong length")
 
+// appendText's switch must cover exactly the types in scalar (checked by
+// TestSupportedMatches); arrays come last, being rarer.
 func appendText(dst []byte, oid uint32, v []byte) ([]byte, error) {
-	if elem, ok := arrayElem[oid]; ok {
-		return appendArray(dst, elem, v)
-	}
 	// Fixed-width types first check the width, so that a truncated value
 	// cannot be mistaken for a shorter valid one.
 	switch oid {
@@ -194,7 +194,10 @@ func appendText(dst []byte, oid uint32, v []byte) ([]byte, error) {
 		}
 		return appendInterval(dst, int64(binary.BigEndian.Uint64(v)), int32(binary.BigEndian.Uint32(v[8:])), int32(binary.BigEndian.Uint32(v[12:]))), nil
 	}
-	return dst, errors.New("unsupported type")
+	if elem, ok := arrayElem[oid]; ok {
+		return appendArray(dst, elem, v)
+	}
+	return dst, ErrUnsupported
 }
 
 const hexDigits = "0123456789abcdef"
