@@ -21,6 +21,9 @@ const (
 	TextOID        = 25
 	OIDOID         = 26
 	JSONOID        = 114
+	CIDROID        = 650
+	MoneyOID       = 790
+	InetOID        = 869
 	Float4OID      = 700
 	Float8OID      = 701
 	BPCharOID      = 1042
@@ -44,6 +47,7 @@ var scalar = map[uint32]bool{
 	ByteaOID: true, NumericOID: true, TimestamptzOID: true, TimestampOID: true,
 	DateOID: true, UUIDOID: true, JSONOID: true, JSONBOID: true, Float8OID: true,
 	Float4OID: true, TimeOID: true, IntervalOID: true, TimetzOID: true,
+	InetOID: true, CIDROID: true, MoneyOID: true,
 }
 
 // arrayElem maps the array types whose element type is supported to that
@@ -54,6 +58,7 @@ var arrayElem = map[uint32]uint32{
 	1001: ByteaOID, 1231: NumericOID, 1185: TimestamptzOID, 1115: TimestampOID,
 	1182: DateOID, 2951: UUIDOID, 199: JSONOID, 3807: JSONBOID, 1022: Float8OID,
 	1021: Float4OID, 1183: TimeOID, 1187: IntervalOID, 1270: TimetzOID,
+	1041: InetOID, 651: CIDROID, 791: MoneyOID,
 }
 
 // Supported reports whether AppendText converts values of the type exactly.
@@ -193,6 +198,13 @@ func appendText(dst []byte, oid uint32, v []byte) ([]byte, error) {
 			return dst, errLength
 		}
 		return appendInterval(dst, int64(binary.BigEndian.Uint64(v)), int32(binary.BigEndian.Uint32(v[8:])), int32(binary.BigEndian.Uint32(v[12:]))), nil
+	case InetOID, CIDROID:
+		return appendInet(dst, v, oid == CIDROID)
+	case MoneyOID:
+		if len(v) != 8 {
+			return dst, errLength
+		}
+		return appendMoney(dst, int64(binary.BigEndian.Uint64(v))), nil
 	}
 	if elem, ok := arrayElem[oid]; ok {
 		return appendArray(dst, elem, v)
@@ -687,6 +699,117 @@ func appendInterval(dst []byte, usecs int64, days, months int32) []byte {
 		dst = appendSeconds(dst, sec, fsec)
 	}
 	return dst
+}
+
+// appendInet follows network_out and its inet_net_ntop (from BIND): IPv4
+// as four decimal octets, IPv6 in hex words with the longest run of two or
+// more zero words as "::" and the last 32 bits dotted when the address is
+// IPv4-compatible or -mapped; "/bits" unless it is the full length, and
+// always for cidr.
+func appendInet(dst, v []byte, cidr bool) ([]byte, error) {
+	if len(v) < 4 {
+		return dst, errLength
+	}
+	family, nbits, nb := v[0], int(v[1]), int(v[3])
+	addr := v[4:]
+	maxBits := 32
+	switch {
+	case family == 2 && nb == 4 && len(addr) == 4:
+	case family == 3 && nb == 16 && len(addr) == 16:
+		maxBits = 128
+	default:
+		return dst, errors.New("malformed inet")
+	}
+	if nbits > maxBits {
+		return dst, errors.New("malformed inet")
+	}
+	if family == 2 {
+		dst = appendDotted(dst, addr)
+	} else {
+		var words [8]int
+		for i := range words {
+			words[i] = int(addr[2*i])<<8 | int(addr[2*i+1])
+		}
+		// The longest run of zero words (the first of equal ones).
+		bestBase, bestLen, curBase, curLen := -1, 0, -1, 0
+		for i, w := range words {
+			if w == 0 {
+				if curBase == -1 {
+					curBase, curLen = i, 1
+				} else {
+					curLen++
+				}
+				if curLen > bestLen {
+					bestBase, bestLen = curBase, curLen
+				}
+			} else {
+				curBase = -1
+			}
+		}
+		if bestLen < 2 {
+			bestBase = -1
+		}
+		for i := 0; i < 8; i++ {
+			if bestBase != -1 && i >= bestBase && i < bestBase+bestLen {
+				if i == bestBase {
+					dst = append(dst, ':')
+				}
+				continue
+			}
+			if i != 0 {
+				dst = append(dst, ':')
+			}
+			if i == 6 && bestBase == 0 && (bestLen == 6 || bestLen == 7 && words[7] != 1 || bestLen == 5 && words[5] == 0xffff) {
+				dst = appendDotted(dst, addr[12:])
+				break
+			}
+			dst = strconv.AppendInt(dst, int64(words[i]), 16)
+		}
+		if bestBase != -1 && bestBase+bestLen == 8 {
+			dst = append(dst, ':')
+		}
+	}
+	if nbits != maxBits || cidr {
+		dst = append(dst, '/')
+		dst = strconv.AppendInt(dst, int64(nbits), 10)
+	}
+	return dst, nil
+}
+
+func appendDotted(dst, b []byte) []byte {
+	for i, o := range b {
+		if i > 0 {
+			dst = append(dst, '.')
+		}
+		dst = strconv.AppendInt(dst, int64(o), 10)
+	}
+	return dst
+}
+
+// appendMoney is cash_out under lc_monetary C (pinned): "$", two decimals,
+// thousands separated by commas, "-" before the "$" when negative.
+func appendMoney(dst []byte, c int64) []byte {
+	u := uint64(c)
+	if c < 0 {
+		dst = append(dst, '-')
+		u = -u
+	}
+	dst = append(dst, '$')
+	var buf [32]byte
+	i := len(buf)
+	for pos := 2; u != 0 || pos >= 0; pos-- {
+		if pos == 0 {
+			i--
+			buf[i] = '.'
+		} else if pos < 0 && pos%3 == 0 {
+			i--
+			buf[i] = ','
+		}
+		i--
+		buf[i] = byte('0' + u%10)
+		u /= 10
+	}
+	return append(dst, buf[i:]...)
 }
 
 // maxDim is PostgreSQL's MAXDIM, the most dimensions an array may have.
