@@ -199,6 +199,9 @@ type BackupOptions struct {
 	BinDir string
 	// Parallel is how many tables are copied at once (default 2).
 	Parallel int
+	// CopyFormat is "auto" (default: binary COPY where every column has a
+	// built-in type) or "text".
+	CopyFormat string
 	// Progress, if set, is called after each table is stored.
 	Progress func(done, total int, table string)
 }
@@ -210,7 +213,7 @@ func (a *Archive) Backup(ctx context.Context, o BackupOptions) (*basebackup.Mani
 	fan := store.NewFanout(a.stores, len(a.stores), a.log)
 	defer fan.Wait()
 	return basebackup.Take(ctx, fan, basebackup.Options{
-		DSN: o.DSN, BinDir: o.BinDir, Parallel: max(o.Parallel, 2), Log: a.log, Progress: o.Progress,
+		DSN: o.DSN, BinDir: o.BinDir, Parallel: max(o.Parallel, 2), CopyFormat: o.CopyFormat, Log: a.log, Progress: o.Progress,
 	})
 }
 

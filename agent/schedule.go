@@ -89,7 +89,7 @@ func (a *Agent) backupOnce(ctx context.Context, log *zap.Logger) error {
 	began := time.Now()
 	a.setBackupStatus(func(s *BackupStatus) { s.Running = true })
 	m, err := basebackup.Take(ctx, a.opts.Fanout, basebackup.Options{
-		DSN: cfg.Postgres.DSN, BinDir: cfg.Postgres.BinDir, Parallel: cfg.BaseBackup.Parallel, Log: log,
+		DSN: cfg.Postgres.DSN, BinDir: cfg.Postgres.BinDir, Parallel: cfg.BaseBackup.Parallel, CopyFormat: cfg.BaseBackup.CopyFormat, Log: log,
 	})
 	took := time.Since(began)
 	a.setBackupStatus(func(s *BackupStatus) {

@@ -16,8 +16,16 @@ import (
 	"github.com/wayback-pitr/wayback/wal"
 )
 
-// ManifestVersion is the version of the manifest format (docs/FORMAT.md).
-const ManifestVersion = 1
+// ManifestVersion is the version of the manifest format (docs/FORMAT.md)
+// that Take writes. Version 2 added binary COPY data files and changed
+// the row digest to XXH3-128; version 1 manifests are read unchanged.
+const ManifestVersion = 2
+
+// The COPY formats a table's data files can be in.
+const (
+	FormatText   = "text"
+	FormatBinary = "binary"
+)
 
 // Prefix is where backups live in an archive.
 const Prefix = "backups/"
@@ -37,7 +45,7 @@ type Manifest struct {
 	ServerVersion  string     `json:"server_version"`
 	SystemID       string     `json:"system_identifier"`
 	Database       string     `json:"database"`
-	CopyFormat     string     `json:"copy_format"` // "text"
+	CopyFormat     string     `json:"copy_format"` // of tables without a format of their own: "text"
 	PreData        FileRef    `json:"pre_data"`
 	PostData       FileRef    `json:"post_data"`
 	Tables         []Table    `json:"tables"`
@@ -60,11 +68,26 @@ type Table struct {
 	// columns excluded), so rows can be read by column name.
 	Columns []string `json:"columns"`
 	Rows    int64    `json:"rows"`
-	// RowSum is the RowSum of the table's COPY text rows as backed up,
-	// for restore drills (wayback verify --deep) to check the loaded table
-	// against. Backups taken before it existed lack it.
+	// Format is the COPY format of the data files, "text" or "binary"
+	// ("" means the manifest's CopyFormat). Binary is used for tables
+	// whose every column has a built-in type that pgcopy can print as
+	// text, so that undo can still read the rows (manifest version 2).
+	Format string `json:"format,omitempty"`
+	// ColumnTypes are the type OIDs of Columns, for reading binary rows.
+	ColumnTypes []uint32 `json:"column_types,omitempty"`
+	// RowSum is the RowSum of the table's rows as backed up, for restore
+	// drills (wayback verify --deep) to check the loaded table against.
+	// Backups taken before it existed lack it.
 	RowSum string    `json:"row_sum,omitempty"`
 	Files  []FileRef `json:"files"`
+}
+
+// CopyFormat is the COPY format of the table's data files.
+func (t Table) CopyFormat() string {
+	if t.Format == "" {
+		return FormatText
+	}
+	return t.Format
 }
 
 // Sequence is a sequence's state read during the backup. Sequences are not
@@ -127,8 +150,16 @@ func ParseManifest(b []byte) (*Manifest, error) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("decode backup manifest: %w", err)
 	}
-	if m.Version != ManifestVersion {
-		return nil, fmt.Errorf("backup manifest version %d is not supported (this wayback reads %d): upgrade wayback", m.Version, ManifestVersion)
+	if m.Version < 1 || m.Version > ManifestVersion {
+		return nil, fmt.Errorf("backup manifest version %d is not supported (this wayback reads 1 to %d): upgrade wayback", m.Version, ManifestVersion)
+	}
+	for _, t := range m.Tables {
+		switch f := t.CopyFormat(); {
+		case f == FormatBinary && m.Version >= 2 && len(t.ColumnTypes) == len(t.Columns):
+		case f == FormatText && (m.CopyFormat == "" || m.CopyFormat == FormatText):
+		default:
+			return nil, fmt.Errorf("backup manifest %s: table %s.%s has COPY format %q this wayback cannot load: upgrade wayback", m.ID, t.Schema, t.Name, f)
+		}
 	}
 	if _, err := wal.ParseLSN(m.ConsistentLSN); err != nil {
 		return nil, fmt.Errorf("backup manifest %s: %w", m.ID, err)

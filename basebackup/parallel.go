@@ -61,15 +61,29 @@ feed:
 // job is one unit of a load: a table's rows, or an index built on them.
 type job struct {
 	name string
-	// cost estimates the work (bytes to load or index); among the jobs that
-	// are ready, the costliest runs first, so the long ones start early and
-	// the workers finish together.
+	// cost estimates the work (bytes to load or index). Among the jobs that
+	// are ready, the one heading the costliest chain of jobs waiting on it
+	// (its rank) runs first, so that a big table's load, and then its
+	// index builds, start early and the workers finish together.
 	cost int64
+	rank int64 // cost plus the highest rank among then; 0: not yet known
 	run  func(ctx context.Context, conn *pgx.Conn) error
 	// waits counts the unfinished jobs this one needs; then lists the jobs
 	// that need this one.
 	waits int
 	then  []*job
+}
+
+// rankOf returns j's rank, working it out (and its dependents') once.
+func (j *job) rankOf() int64 {
+	if j.rank == 0 {
+		var most int64
+		for _, t := range j.then {
+			most = max(most, t.rankOf())
+		}
+		j.rank = j.cost + most + 1 // +1: never 0 once known
+	}
+	return j.rank
 }
 
 // after makes j wait for dep.
@@ -111,7 +125,7 @@ func runJobs(ctx context.Context, log *zap.Logger, workers int, jobs []*job,
 		}
 		best := 0
 		for i, j := range ready {
-			if j.cost > ready[best].cost {
+			if j.rankOf() > ready[best].rankOf() {
 				best = i
 			}
 		}

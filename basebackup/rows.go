@@ -11,6 +11,7 @@ import (
 	"github.com/pierrec/lz4/v4"
 	"go.uber.org/zap"
 
+	"github.com/wayback-pitr/wayback/pgcopy"
 	"github.com/wayback-pitr/wayback/store"
 	"github.com/wayback-pitr/wayback/wal"
 )
@@ -28,7 +29,7 @@ func ReadRows(ctx context.Context, stores []store.Store, t Table, log *zap.Logge
 		var errs []error
 		ok := false
 		for _, s := range stores {
-			err := readRowsFrom(ctx, s, f, fn)
+			err := readRowsFrom(ctx, s, t, f, fn)
 			if err == nil {
 				ok = true
 				break
@@ -47,7 +48,7 @@ func ReadRows(ctx context.Context, stores []store.Store, t Table, log *zap.Logge
 	return nil
 }
 
-func readRowsFrom(ctx context.Context, s store.Store, f FileRef, fn func(wal.Tuple) error) error {
+func readRowsFrom(ctx context.Context, s store.Store, t Table, f FileRef, fn func(wal.Tuple) error) error {
 	rc, err := s.Get(ctx, f.Key)
 	if err != nil {
 		return sourceError{err}
@@ -55,6 +56,21 @@ func readRowsFrom(ctx context.Context, s store.Store, f FileRef, fn func(wal.Tup
 	defer rc.Close()
 	hr := newHashReader(rc, f, s.URL())
 	br := bufio.NewReaderSize(lz4.NewReader(hr), 1<<20)
+	if t.CopyFormat() == FormatBinary {
+		err = readBinaryRows(br, t, fn)
+	} else {
+		err = readTextRows(br, fn)
+	}
+	if err != nil {
+		return err
+	}
+	if err := hr.verify(); err != nil {
+		return sourceError{err}
+	}
+	return nil
+}
+
+func readTextRows(br *bufio.Reader, fn func(wal.Tuple) error) error {
 	for {
 		line, err := br.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
@@ -72,16 +88,45 @@ func readRowsFrom(ctx context.Context, s store.Store, f FileRef, fn func(wal.Tup
 			}
 		}
 		if errors.Is(err, io.EOF) {
-			break
+			return nil
 		}
 		if err != nil {
 			return sourceError{err}
 		}
 	}
-	if err := hr.verify(); err != nil {
-		return sourceError{err}
+}
+
+// readBinaryRows turns binary rows into the text the change stream
+// carries, so that callers see the same values whatever the format.
+func readBinaryRows(br *bufio.Reader, t Table, fn func(wal.Tuple) error) error {
+	r := pgcopy.NewBinaryReader(br)
+	for {
+		fields, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return sourceError{err}
+		}
+		if len(fields) != len(t.ColumnTypes) {
+			return sourceError{fmt.Errorf("binary row of %s.%s has %d fields, the manifest lists %d column types", t.Schema, t.Name, len(fields), len(t.ColumnTypes))}
+		}
+		row := make(wal.Tuple, len(fields))
+		for i, v := range fields {
+			if v == nil {
+				row[i] = wal.Value{Kind: wal.KindNull}
+				continue
+			}
+			text, err := pgcopy.AppendText(nil, t.ColumnTypes[i], v)
+			if err != nil {
+				return sourceError{fmt.Errorf("column %s of %s.%s: %w", t.Columns[i], t.Schema, t.Name, err)}
+			}
+			row[i] = wal.Value{Kind: wal.KindText, Data: text}
+		}
+		if err := fn(row); err != nil {
+			return err
+		}
 	}
-	return nil
 }
 
 // ParseCopyText decodes one line of COPY text format: tab-separated

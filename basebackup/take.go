@@ -23,6 +23,7 @@ import (
 	"github.com/pierrec/lz4/v4"
 	"go.uber.org/zap"
 
+	"github.com/wayback-pitr/wayback/pgcopy"
 	"github.com/wayback-pitr/wayback/store"
 	"github.com/wayback-pitr/wayback/wal"
 )
@@ -39,6 +40,12 @@ type Options struct {
 	// turns chunking off.
 	ChunkBytes int64
 	TempDir    string // spool directory; "" uses os.TempDir()
+	// CopyFormat is "auto" (or ""): binary COPY for every table whose
+	// columns all have built-in types wayback can also print as text, text
+	// for the rest; or "text" for text everywhere (a backup that
+	// PostgreSQL versions with another binary format of a type could
+	// load). Binary costs the server about a quarter less, both ways.
+	CopyFormat string
 	Log        *zap.Logger
 	// Progress, if set, is called after each table is stored.
 	Progress func(done, total int, table string)
@@ -63,6 +70,11 @@ func Take(ctx context.Context, fan *store.Fanout, opts Options) (*Manifest, erro
 	}
 	if opts.Parallel < 1 {
 		opts.Parallel = 1
+	}
+	switch opts.CopyFormat {
+	case "", "auto", FormatText:
+	default:
+		return nil, fmt.Errorf("basebackup copy_format %q is not one of auto, text", opts.CopyFormat)
 	}
 	pgDump, err := FindTool(opts.BinDir, "pg_dump")
 	if err != nil {
@@ -100,7 +112,7 @@ func Take(ctx context.Context, fan *store.Fanout, opts Options) (*Manifest, erro
 	}
 	defer conn.Close(context.Background())
 
-	m := &Manifest{Version: ManifestVersion, ConsistentLSN: consistent.String(), StartedAt: started, CopyFormat: "text"}
+	m := &Manifest{Version: ManifestVersion, ConsistentLSN: consistent.String(), StartedAt: started, CopyFormat: FormatText}
 	err = conn.QueryRow(ctx, `SELECT clock_timestamp(), current_setting('server_version'), current_database(),
 		(SELECT system_identifier::text FROM pg_control_system())`).Scan(&m.ConsistentTime, &m.ServerVersion, &m.Database, &m.SystemID)
 	if err != nil {
@@ -115,7 +127,7 @@ func Take(ctx context.Context, fan *store.Fanout, opts Options) (*Manifest, erro
 		opts.AfterSnapshot(ctx, consistent)
 	}
 
-	tables, err := listTables(ctx, conn)
+	tables, err := listTables(ctx, conn, opts.CopyFormat != FormatText)
 	if err != nil {
 		return nil, err
 	}
@@ -187,7 +199,7 @@ func Take(ctx context.Context, fan *store.Fanout, opts Options) (*Manifest, erro
 	type result struct {
 		ref  FileRef
 		rows int64
-		sum  RowSum
+		sum  *RowSum
 	}
 	results := make([][]result, len(tables))
 	left := make([]int, len(tables))
@@ -215,26 +227,26 @@ func Take(ctx context.Context, fan *store.Fanout, opts Options) (*Manifest, erro
 			p := parts[item]
 			i := p.table
 			t := tables[i]
-			cols, err := columnsOf(ctx, wconn, t)
-			if err != nil {
-				return err
-			}
 			key := fmt.Sprintf("%sdata/%05d.copy.lz4", prefix, i)
-			query := "COPY " + t.quoted() + " TO STDOUT"
+			query := "COPY " + t.quoted() + " TO STDOUT" + copyOptions(t.format, false)
 			if p.of > 1 {
 				key = fmt.Sprintf("%sdata/%05d.%04d.copy.lz4", prefix, i, p.chunk)
-				query = p.copyQuery(t, cols)
+				query = p.copyQuery(t)
 			}
-			var r result
+			r := result{sum: NewRowSum(ManifestVersion, t.format)}
 			tb := time.Now()
-			r.ref, err = storeStream(ctx, fan, spool, key, func(w io.Writer) error {
-				tag, err := wconn.PgConn().CopyTo(ctx, io.MultiWriter(w, &r.sum), query)
+			ref, err := storeStream(ctx, fan, spool, key, func(w io.Writer) error {
+				tag, err := wconn.PgConn().CopyTo(ctx, io.MultiWriter(w, r.sum), query)
 				r.rows = tag.RowsAffected()
 				return err
 			})
+			if err == nil {
+				err = r.sum.Err()
+			}
 			if err != nil {
 				return fmt.Errorf("back up table %s: %w", t.qualified(), err)
 			}
+			r.ref = ref
 			log.Debug("table copied", zap.String("table", t.qualified()), zap.Int("chunk", p.chunk), zap.Int("of", p.of), zap.Duration("took", time.Since(tb)))
 			mu.Lock()
 			defer mu.Unlock()
@@ -242,12 +254,15 @@ func Take(ctx context.Context, fan *store.Fanout, opts Options) (*Manifest, erro
 			if left[i]--; left[i] > 0 {
 				return nil
 			}
-			tab := Table{Schema: t.schema, Name: t.name, Columns: cols}
-			var sum RowSum
+			tab := Table{Schema: t.schema, Name: t.name, Columns: t.columns, Format: t.format}
+			if t.format == FormatBinary {
+				tab.ColumnTypes = t.types
+			}
+			sum := NewRowSum(ManifestVersion, FormatText) // only merged into
 			for _, r := range results[i] {
 				tab.Rows += r.rows
 				tab.Files = append(tab.Files, r.ref)
-				sum.Merge(&r.sum)
+				sum.Merge(r.sum)
 			}
 			tab.RowSum = sum.String()
 			m.Tables[i] = tab
@@ -329,8 +344,10 @@ func beginSnapshot(ctx context.Context, dsn, snapshot string) (*pgx.Conn, error)
 
 type tableName struct {
 	schema, name string
-	bytes        int64 // heap size on disk
-	columns      int   // columns COPY writes
+	bytes        int64    // heap size on disk
+	columns      []string // the columns COPY writes, in its order
+	types        []uint32 // their type OIDs
+	format       string   // COPY format of the backup's data files
 }
 
 func (t tableName) quoted() string    { return pgx.Identifier{t.schema, t.name}.Sanitize() }
@@ -339,15 +356,20 @@ func (t tableName) qualified() string { return t.schema + "." + t.name }
 // listTables returns the tables whose rows a backup holds: every permanent
 // ordinary table (partitions included, partitioned parents hold no rows)
 // outside the system schemas and wayback's own, largest first so that the
-// parallel copy ends evenly.
-func listTables(ctx context.Context, conn *pgx.Conn) ([]tableName, error) {
+// parallel copy ends evenly, each with the columns COPY writes (generated
+// and dropped ones left out). With binary, a table whose columns all have
+// types pgcopy prints exactly is copied in binary.
+func listTables(ctx context.Context, conn *pgx.Conn, binary bool) ([]tableName, error) {
 	rows, err := conn.Query(ctx, `SELECT n.nspname, c.relname, pg_relation_size(c.oid),
-		(SELECT count(*) FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '')
+		coalesce(array_agg(a.attname ORDER BY a.attnum) FILTER (WHERE a.attnum IS NOT NULL), '{}'),
+		coalesce(array_agg(a.atttypid::int8 ORDER BY a.attnum) FILTER (WHERE a.attnum IS NOT NULL), '{}')
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
 		WHERE c.relkind = 'r' AND c.relpersistence = 'p'
 		  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'wayback')
 		  AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'
 		  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+		GROUP BY n.nspname, c.relname, c.oid
 		ORDER BY pg_relation_size(c.oid) DESC, 1, 2`)
 	if err != nil {
 		return nil, fmt.Errorf("list tables: %w", err)
@@ -356,22 +378,23 @@ func listTables(ctx context.Context, conn *pgx.Conn) ([]tableName, error) {
 	var out []tableName
 	for rows.Next() {
 		var t tableName
-		if err := rows.Scan(&t.schema, &t.name, &t.bytes, &t.columns); err != nil {
-			return nil, err
+		var types []int64
+		if err := rows.Scan(&t.schema, &t.name, &t.bytes, &t.columns, &types); err != nil {
+			return nil, fmt.Errorf("list tables: %w", err)
+		}
+		t.format = FormatText
+		if binary && len(types) > 0 {
+			t.format = FormatBinary
+		}
+		for _, oid := range types {
+			t.types = append(t.types, uint32(oid))
+			if !pgcopy.Supported(uint32(oid)) {
+				t.format = FormatText
+			}
 		}
 		out = append(out, t)
 	}
 	return out, rows.Err()
-}
-
-// columnsOf lists the columns COPY writes, in its order.
-func columnsOf(ctx context.Context, conn *pgx.Conn, t tableName) ([]string, error) {
-	rows, err := conn.Query(ctx, `SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0
-		AND NOT attisdropped AND attgenerated = '' ORDER BY attnum`, t.quoted())
-	if err != nil {
-		return nil, fmt.Errorf("list columns of %s: %w", t.qualified(), err)
-	}
-	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
 func listSequences(ctx context.Context, conn *pgx.Conn) ([]Sequence, error) {
@@ -405,6 +428,11 @@ func storeStream(ctx context.Context, fan *store.Fanout, spool, key string, prod
 	sum := sha256.New()
 	stored := &countWriter{w: io.MultiWriter(f, sum)}
 	zw := lz4.NewWriter(stored)
+	// No content checksum: the object's SHA-256 covers the same bytes, and
+	// xxh32 over every row costs the backup time for nothing.
+	if err := zw.Apply(lz4.ChecksumOption(false)); err != nil {
+		return FileRef{}, fmt.Errorf("configure lz4 for %s: %w", key, err)
+	}
 	raw := &countWriter{w: zw}
 	err = produce(raw)
 	if err == nil {
@@ -478,16 +506,16 @@ type part struct {
 // 14 and later) reads just those blocks. The last chunk is open-ended:
 // rows the snapshot sees are in blocks that existed when it was taken,
 // but nothing is lost if the table grew since its size was read.
-func (p part) copyQuery(t tableName, cols []string) string {
-	q := make([]string, len(cols))
-	for i, c := range cols {
+func (p part) copyQuery(t tableName) string {
+	q := make([]string, len(t.columns))
+	for i, c := range t.columns {
 		q[i] = pgx.Identifier{c}.Sanitize()
 	}
 	where := fmt.Sprintf("ctid >= '(%d,0)'::tid", p.from)
 	if p.to > 0 {
 		where += fmt.Sprintf(" AND ctid < '(%d,0)'::tid", p.to)
 	}
-	return "COPY (SELECT " + strings.Join(q, ", ") + " FROM ONLY " + t.quoted() + " WHERE " + where + ") TO STDOUT"
+	return "COPY (SELECT " + strings.Join(q, ", ") + " FROM ONLY " + t.quoted() + " WHERE " + where + ") TO STDOUT" + copyOptions(t.format, false)
 }
 
 // planParts cuts the tables larger than chunkBytes into block ranges of
@@ -504,7 +532,7 @@ func planParts(ctx context.Context, conn *pgx.Conn, tables []tableName, chunkByt
 	var parts []part
 	for i, t := range tables {
 		n := int64(1)
-		if chunkBytes > 0 && version >= 140000 && t.bytes > chunkBytes && t.columns > 0 {
+		if chunkBytes > 0 && version >= 140000 && t.bytes > chunkBytes && len(t.columns) > 0 {
 			n = (t.bytes + chunkBytes - 1) / chunkBytes
 		}
 		if n == 1 {

@@ -86,6 +86,11 @@ type BaseBackup struct {
 	// (5 fields, or @daily, @every 6h, ...) in the agent's local time, or
 	// "off". Default @daily.
 	Schedule string `yaml:"schedule"`
+	// CopyFormat is how table rows are stored: "auto" (default) copies
+	// tables whose columns all have built-in types in PostgreSQL's binary
+	// COPY format, which the server writes and reads about a quarter
+	// faster, and the rest as text; "text" stores every table as text.
+	CopyFormat string `yaml:"copy_format"`
 }
 
 // Retention says which base backups to keep (docs/operations.md). A
@@ -186,7 +191,7 @@ func Defaults() Config {
 		Postgres:      Postgres{Slot: "wayback", Publication: "wayback"},
 		FlushInterval: Duration(time.Second),
 		MaxSegment:    16 << 20,
-		BaseBackup:    BaseBackup{Parallel: 2, Schedule: "@daily"},
+		BaseBackup:    BaseBackup{Parallel: 2, Schedule: "@daily", CopyFormat: "auto"},
 		Slot:          Slot{MaxRetained: 1 << 30},
 	}
 }
@@ -283,6 +288,9 @@ func ApplyEnv(c *Config, lookup func(string) (string, bool)) error {
 		}
 		c.BaseBackup.Parallel = n
 	}
+	if v, ok := lookup("WAYBACK_BASEBACKUP_COPY_FORMAT"); ok {
+		c.BaseBackup.CopyFormat = v
+	}
 	return nil
 }
 
@@ -325,6 +333,13 @@ func (c *Config) Validate(need Need) error {
 	}
 	if c.BaseBackup.Parallel < 1 {
 		c.BaseBackup.Parallel = 1
+	}
+	switch c.BaseBackup.CopyFormat {
+	case "":
+		c.BaseBackup.CopyFormat = "auto"
+	case "auto", "text":
+	default:
+		return fmt.Errorf("basebackup.copy_format is %q: use auto (binary where possible) or text", c.BaseBackup.CopyFormat)
 	}
 	if c.Encryption.KeyFile != "" && c.Encryption.KeyEnv != "" {
 		return errors.New("encryption.key_file and encryption.key_env are both set: give the current key one way")

@@ -224,7 +224,7 @@ func CheckTables(ctx context.Context, m *basebackup.Manifest, dsn string) ([]Tab
 	defer conn.Close(context.WithoutCancel(ctx))
 	out := make([]TableCheck, 0, len(m.Tables))
 	for _, t := range m.Tables {
-		rows, sum, err := basebackup.SumTable(ctx, conn, t)
+		rows, sum, err := basebackup.SumTable(ctx, conn, m.Version, t)
 		if err != nil {
 			return out, err
 		}

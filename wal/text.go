@@ -1,10 +1,13 @@
 package wal
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 // Every value wayback moves travels as text: pgoutput prints it in the
@@ -63,5 +66,12 @@ func ConnectText(ctx context.Context, dsn string) (*pgx.Conn, error) {
 		return nil, fmt.Errorf("parse postgres DSN: %w", err)
 	}
 	PinTextSettings(cfg.RuntimeParams)
+	// pgx reads the socket 8 KiB at a time; a COPY of a big table (base
+	// backup, restore drill) then spends as much time in read system calls
+	// as in everything else it does. A larger buffer in front of the
+	// protocol reader takes whatever the kernel holds in one call.
+	cfg.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
+		return pgproto3.NewFrontend(bufio.NewReaderSize(r, 256<<10), w)
+	}
 	return pgx.ConnectConfig(ctx, cfg)
 }

@@ -125,7 +125,7 @@ func backupCmd(g *globals) *cobra.Command {
 			defer e.close()
 			say := progress(e.log)
 			m, err := e.archive().Backup(cmd.Context(), wayback.BackupOptions{
-				DSN: e.cfg.Postgres.DSN, BinDir: e.cfg.Postgres.BinDir, Parallel: e.cfg.BaseBackup.Parallel,
+				DSN: e.cfg.Postgres.DSN, BinDir: e.cfg.Postgres.BinDir, Parallel: e.cfg.BaseBackup.Parallel, CopyFormat: e.cfg.BaseBackup.CopyFormat,
 				Progress: func(done, total int, table string) { say("backed up %d/%d tables (%s)", done, total, table) },
 			})
 			if err != nil {
