@@ -34,9 +34,9 @@ type RowSum struct {
 	legacy  bool // SHA-256 (manifest version 1)
 	a, b    uint64
 	rows    int64
-	partial []byte               // text: a row not yet ended
-	tuples  *pgcopy.TupleWriter  // binary: splits the stream into tuples
-	err     error                // binary: the first malformed-stream error
+	partial []byte              // text: a row not yet ended
+	tuples  *pgcopy.TupleWriter // binary: splits the stream into tuples
+	err     error               // binary: the first malformed-stream error
 }
 
 // NewRowSum returns the digest that manifest version version defines for
