@@ -54,6 +54,9 @@ func Load(ctx context.Context, m *Manifest, stores []store.Store, dsn string, op
 	}
 	defer conn.Close(context.Background())
 
+	if err := checkBinaryTarget(ctx, conn, m); err != nil {
+		return err
+	}
 	began := time.Now()
 	if err := execSQLObject(ctx, conn, stores, m.PreData, log); err != nil {
 		return fmt.Errorf("create schema (pre-data) of backup %s: %w", m.ID, err)
@@ -94,6 +97,42 @@ func Load(ctx context.Context, m *Manifest, stores []store.Store, dsn string, op
 	}
 	log.Info("constraints and triggers created", zap.Duration("took", time.Since(began)))
 	return nil
+}
+
+// checkBinaryTarget refuses, before anything is written, to load binary
+// data files into an older PostgreSQL major version than the one they were
+// written by: PostgreSQL promises binary COPY of built-in types only
+// onwards.
+func checkBinaryTarget(ctx context.Context, conn *pgx.Conn, m *Manifest) error {
+	binary := false
+	for _, t := range m.Tables {
+		binary = binary || t.CopyFormat() == FormatBinary
+	}
+	src := majorVersion(m.ServerVersion)
+	if !binary || src == 0 {
+		return nil
+	}
+	var num int
+	if err := conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&num); err != nil {
+		return fmt.Errorf("read the target's server version: %w", err)
+	}
+	if num/10000 < src {
+		return fmt.Errorf("backup %s holds binary data files written by PostgreSQL %d and the target runs PostgreSQL %d: restore into PostgreSQL %d or later (backups taken with basebackup.copy_format: text load into older versions)", m.ID, src, num/10000, src)
+	}
+	return nil
+}
+
+// majorVersion reads the major version from server_version ("15.18
+// (Debian 15.18-0+deb12u1)", "16beta1"); 0 if it cannot.
+func majorVersion(v string) int {
+	n := 0
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			break
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
 }
 
 // loadJobs plans the parallel part of a load: one job per table (or per

@@ -168,6 +168,22 @@ func TestLoadFallsBackPerObject(t *testing.T) {
 		}
 	}
 
+	// Binary files into an older major version: refused before anything
+	// is written.
+	newer := *m
+	newer.ServerVersion = "99.1"
+	err = basebackup.Load(ctx, &newer, stores, c.DSN("dst_bad"), basebackup.LoadOptions{Parallel: 1})
+	if err == nil || !strings.Contains(err.Error(), "PostgreSQL 99 or later") {
+		t.Fatalf("load of a backup from a newer major version: err = %v", err)
+	}
+	rows, err := testenv.QueryRows(ctx, c.DSN("dst_bad"), "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows[0][0] != "0" {
+		t.Fatalf("the refused load created %s tables", rows[0][0])
+	}
+
 	corrupt(dirs[0])
 	if err := basebackup.Load(ctx, m, stores, c.DSN("dst"), basebackup.LoadOptions{Parallel: 1}); err != nil {
 		t.Fatalf("load with one good copy of each object: %v", err)
@@ -185,7 +201,7 @@ func TestLoadFallsBackPerObject(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), bad) || !strings.Contains(err.Error(), "no store has a valid copy") {
 		t.Fatalf("load with no good copy of %s: err = %v", bad, err)
 	}
-	rows, err := testenv.QueryRows(ctx, c.DSN("dst_bad"), "SELECT count(*) FROM big")
+	rows, err = testenv.QueryRows(ctx, c.DSN("dst_bad"), "SELECT count(*) FROM big")
 	if err != nil {
 		t.Fatal(err)
 	}

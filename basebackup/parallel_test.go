@@ -49,3 +49,11 @@ func TestLoadWhole(t *testing.T) {
 		}
 	}
 }
+
+func TestMajorVersion(t *testing.T) {
+	for v, want := range map[string]int{"15.18 (Debian 15.18-0+deb12u1)": 15, "16beta1": 16, "9.6.24": 9, "": 0, "devel": 0} {
+		if got := majorVersion(v); got != want {
+			t.Errorf("majorVersion(%q) = %d, want %d", v, got, want)
+		}
+	}
+}
