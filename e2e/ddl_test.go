@@ -1,12 +1,15 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/wayback-pitr/wayback/testenv"
 )
 
@@ -126,5 +129,95 @@ func TestDDLAcrossRestore(t *testing.T) {
 	// DDL shows in the log.
 	if out := e.mustRun("log", "--op", "ddl"); !strings.Contains(out, "DDL ALTER TABLE") || !strings.Contains(out, "DDL CREATE TABLE") {
 		t.Fatalf("log --op ddl:\n%s", out)
+	}
+}
+
+// TestDDLNonStandardStrings: DDL run in a session with
+// standard_conforming_strings off, whose string literals hold
+// backslash-escaped quotes (and semicolons after them), replays as the
+// source ran it: cut into statements where the server cut it and run
+// under the same setting, with the ordinary changes after it in place.
+func TestDDLNonStandardStrings(t *testing.T) {
+	e := newEnv(t)
+	e.exec(`CREATE TABLE t (id int PRIMARY KEY, v text)`)
+	e.exec(`INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 20) g`)
+	e.mustRun("setup")
+	e.startAgent()
+	e.waitBackup(1)
+
+	ctx := t.Context()
+	conn, err := pgconn.Connect(ctx, e.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	run := func(sql string) {
+		t.Helper()
+		if _, err := conn.Exec(ctx, sql).ReadAll(); err != nil {
+			t.Fatalf("run %q: %v", sql, err)
+		}
+	}
+	// The server lexes a whole query string before running any of it, so
+	// the setting goes first, on its own.
+	run(`SET standard_conforming_strings = off`)
+	run(`COMMENT ON TABLE t IS 'it\'s; odd'; CREATE TABLE u (a int PRIMARY KEY, b text DEFAULT 'a\';b', c text DEFAULT E'x\\y', d text DEFAULT 'ends in \\')`)
+	run(`INSERT INTO u (a) VALUES (1); INSERT INTO u VALUES (2, 'p\'q', 'tab\there', '\\'); INSERT INTO t VALUES (21, 'c:\\dir\'s')`)
+	run(`COMMENT ON COLUMN u.b IS '\''; CREATE INDEX u_b ON u (b) WHERE b <> 'x\';y'; INSERT INTO u (a, b) VALUES (5, '\';')`)
+	// Replay looks a table up by name while the DDL's settings are in
+	// force: a backslash in the name must not read as an escape there.
+	run(`CREATE TABLE "odd\name" (k int PRIMARY KEY); INSERT INTO "odd\name" VALUES (1), (2); ALTER TABLE "odd\name" ADD COLUMN w text DEFAULT 'w\'s\\'`)
+	run(`UPDATE t SET v = v || '\'' WHERE id % 4 = 0`)
+	// Ordinary work after it in a standard session, DDL included, where a
+	// backslash is just a backslash.
+	e.exec(`INSERT INTO u (a, b) VALUES (3, 'c:\dir')`)
+	e.exec(`ALTER TABLE u ADD COLUMN e text DEFAULT 'std\'`)
+	e.exec(`INSERT INTO u (a) VALUES (4); UPDATE t SET v = v || '\' WHERE id % 3 = 0; DELETE FROM t WHERE id = 7`)
+	e.exec(`INSERT INTO "odd\name" VALUES (3, 'x')`)
+
+	// What the session made of its strings, checked on the source first.
+	meta := func(dsn string) [][]string {
+		t.Helper()
+		rows, err := testenv.QueryRows(ctx, dsn, `
+			SELECT c.relname, a.attname, coalesce(pg_get_expr(d.adbin, d.adrelid), '-'),
+				coalesce(col_description(c.oid, a.attnum), '-'), coalesce(obj_description(c.oid, 'pg_class'), '-'),
+				coalesce(a.attmissingval::text, '-')
+			FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+			JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+			LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+			WHERE n.nspname = 'public' AND c.relkind = 'r'
+			UNION ALL SELECT indexname, indexdef, '', '', '', '' FROM pg_indexes WHERE schemaname = 'public'
+			ORDER BY 1, 2`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rows
+	}
+	want := meta(e.dsn)
+	for _, c := range []struct{ sql, want string }{
+		{`SELECT obj_description('t'::regclass, 'pg_class')`, `it's; odd`},
+		{`SELECT col_description('u'::regclass, 2)`, `'`},
+		{`SELECT b || '|' || c || '|' || d || '|' || e FROM u WHERE a = 1`, `a';b|x\y|ends in \|std\`},
+		{`SELECT string_agg(k || ':' || w, ',' ORDER BY k) FROM "odd\name"`, `1:w's\,2:w's\,3:x`},
+		{`SELECT v FROM t WHERE id = 21`, `c:\dir's\`},
+		{`SELECT count(*)::text FROM pg_indexes WHERE indexname = 'u_b' AND indexdef LIKE '%''x'''';y''%'`, `1`},
+	} {
+		if got := e.query1(c.sql); got != c.want {
+			t.Fatalf("source: %s = %q, want %q", c.sql, got, c.want)
+		}
+	}
+
+	cp := e.checkpoint("after DDL with standard_conforming_strings off")
+	// A commit after the checkpoint, so the archive reaches past it.
+	e.exec(`INSERT INTO t VALUES (100, 'after the checkpoint')`)
+	e.waitArchived()
+	e.mustRun("restore", "--target-dsn", e.pg.DSN("restored"), "--to-time", cp.at.Format(time.RFC3339Nano))
+	e.assertRestored("restored", cp.sums, cp.name)
+	for _, tbl := range []string{"public.t", "public.u", `public.odd\name`} {
+		if _, ok := cp.sums[tbl]; !ok {
+			t.Fatalf("no checksum for %s among %v", tbl, cp.sums)
+		}
+	}
+	if got := meta(e.pg.DSN("restored")); !reflect.DeepEqual(got, want) {
+		t.Fatalf("restored defaults, comments and indexes differ:\n got %q\nwant %q", got, want)
 	}
 }

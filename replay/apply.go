@@ -725,8 +725,18 @@ func (a *applier) catalogQuery(ctx context.Context, sql string) (*pgconn.Result,
 	return results[1], nil
 }
 
-// sqlString quotes s as a standard-conforming SQL string literal.
-func sqlString(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+// sqlString quotes s as an SQL string literal that reads the same whatever
+// standard_conforming_strings is: some of these queries run while a DDL's
+// recorded settings are in force, and with the setting off a backslash in
+// an ordinary '...' string escapes (a table named odd\name would read as
+// odd<newline>ame). An E'...' string reads the same either way.
+func sqlString(s string) string {
+	q := strings.ReplaceAll(s, "'", "''")
+	if !strings.Contains(s, `\`) {
+		return "'" + q + "'"
+	}
+	return "E'" + strings.ReplaceAll(q, `\`, `\\`) + "'"
+}
 
 // matchMissing makes the rows that existed before an ADD COLUMN read the
 // value they read on the source. A non-volatile default (now(),

@@ -3,6 +3,7 @@ package replay
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"regexp"
 	"slices"
 	"strings"
@@ -44,6 +45,14 @@ type ddlMessage struct {
 	} `json:"missing"`
 }
 
+// lexer reads the query as the server read it in the capturing session:
+// with standard_conforming_strings off, 'it\'s; odd' is one string, and
+// cut as if the setting were on it would end a statement in the middle.
+// Replay runs the statement under the same setting (see setLocal).
+func (m *ddlMessage) lexer() sqltext.Lexer {
+	return sqltext.ForStandardConformingStrings(m.Settings["standard_conforming_strings"])
+}
+
 // createsWithRows reports whether the command creates a table together
 // with its rows. Those rows are in the stream as INSERTs that precede the
 // DDL message (the event trigger fires at the command's end), so replay
@@ -79,8 +88,14 @@ type ddlStep struct {
 // an error: better to stop than to guess.
 func planDDL(changes []wal.Change) map[int]*ddlStep {
 	plan := map[int]*ddlStep{}
-	groups := map[string][]int{}
-	var order []string
+	// The same text under another standard_conforming_strings is another
+	// query.
+	type query struct {
+		text string
+		lx   sqltext.Lexer
+	}
+	groups := map[query][]int{}
+	var order []query
 	for i := range changes {
 		c := &changes[i]
 		if c.Op != wal.OpMessage || c.Prefix != DDLPrefix {
@@ -96,19 +111,16 @@ func planDDL(changes []wal.Change) map[int]*ddlStep {
 			plan[i].stmt = m.Query
 			continue
 		}
-		if _, ok := groups[m.Query]; !ok {
-			order = append(order, m.Query)
+		key := query{m.Query, m.lexer()}
+		if _, ok := groups[key]; !ok {
+			order = append(order, key)
 		}
-		groups[m.Query] = append(groups[m.Query], i)
+		groups[key] = append(groups[key], i)
 	}
-	for _, q := range order {
-		idx := groups[q]
-		var stmts []string
-		for _, s := range sqltext.Statements(q) {
-			if isDDL(s) || isSelectInto(s) {
-				stmts = append(stmts, s)
-			}
-		}
+	for _, key := range order {
+		q, lx := key.text, key.lx
+		idx := groups[key]
+		stmts := ddlStatements(lx, q)
 		first := plan[idx[0]].msg
 		inside := fmt.Errorf("DDL %s ran inside a function, procedure or DO block (query %.80q), which cannot be replayed exactly: restore to a point before it, or take a new base backup after it", first.Tag, q)
 		if len(stmts) == 0 {
@@ -131,7 +143,7 @@ func planDDL(changes []wal.Change) map[int]*ddlStep {
 			step := plan[idx[k]]
 			match := -1
 			for x := j; x >= 0; x-- {
-				if tagMatches(step.msg.Tag, stmts[x]) {
+				if tagMatches(lx, step.msg.Tag, stmts[x]) {
 					match = x
 					break
 				}
@@ -174,9 +186,9 @@ var createModifiers = map[string]bool{
 
 // tagMatches reports whether a statement has the command tag (at least
 // its first two words: CREATE TABLE, ALTER TYPE, COMMENT, ...).
-func tagMatches(tag, stmt string) bool {
+func tagMatches(lx sqltext.Lexer, tag, stmt string) bool {
 	if tag == "SELECT INTO" {
-		return isSelectInto(stmt)
+		return isSelectInto(lx, stmt)
 	}
 	words := strings.FieldsFunc(strings.ToUpper(stmt), func(r rune) bool { return !unicode.IsLetter(r) && r != '_' })
 	if len(words) > 0 && words[0] == "CREATE" {
@@ -198,16 +210,23 @@ func (m *ddlMessage) statement() (string, error) {
 	if m.Synthetic {
 		return m.Query, nil
 	}
-	var ddl []string
-	for _, s := range sqltext.Statements(m.Query) {
-		if isDDL(s) || isSelectInto(s) {
-			ddl = append(ddl, s)
-		}
-	}
+	ddl := ddlStatements(m.lexer(), m.Query)
 	if m.N < 1 || m.N > len(ddl) {
 		return "", fmt.Errorf("DDL %s ran inside a function, procedure or DO block (query %.80q), which cannot be replayed exactly: restore to a point before it, or take a new base backup after it", m.Tag, m.Query)
 	}
 	return inTransaction(ddl[m.N-1]), nil
+}
+
+// ddlStatements returns the statements of a query string that fire the
+// capture trigger, in order.
+func ddlStatements(lx sqltext.Lexer, query string) []string {
+	var out []string
+	for _, s := range lx.Statements(query) {
+		if isDDL(s) || isSelectInto(lx, s) {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 var (
@@ -248,22 +267,35 @@ var notDDL = map[string]bool{
 	"REINDEX": true, "LOAD": true,
 }
 
-var (
-	quoted     = regexp.MustCompile(`'(?:[^']|'')*'|"(?:[^"]|"")*"`)
-	intoWord   = regexp.MustCompile(`(?i)(^|[^a-z0-9_$])into($|[^a-z0-9_$])`)
-	insertInto = regexp.MustCompile(`(?i)(^|[^a-z0-9_$])(insert|merge)\s+into($|[^a-z0-9_$])`)
-)
-
 // isSelectInto recognises SELECT ... INTO new_table (a DDL command, though
-// it starts with SELECT or WITH): INTO outside quotes, not part of INSERT
-// INTO or MERGE INTO.
-func isSelectInto(stmt string) bool {
+// it starts with SELECT or WITH): the word INTO outside literals and
+// quoted identifiers (read as lx reads them), not part of INSERT INTO or
+// MERGE INTO.
+func isSelectInto(lx sqltext.Lexer, stmt string) bool {
+	// Most statements are ruled out by their first word, before the
+	// whole statement (a long INSERT, say) is cut into tokens.
 	word := strings.ToUpper(strings.TrimLeftFunc(stmt, func(r rune) bool { return unicode.IsSpace(r) || r == '(' }))
 	if !strings.HasPrefix(word, "SELECT") && !strings.HasPrefix(word, "WITH") {
 		return false
 	}
-	bare := quoted.ReplaceAllString(stmt, "''")
-	return intoWord.MatchString(bare) && !insertInto.MatchString(bare)
+	toks := lx.Tokens(stmt, math.MaxInt)
+	for len(toks) > 0 && toks[0] == "(" {
+		toks = toks[1:]
+	}
+	if len(toks) == 0 || !strings.EqualFold(toks[0], "SELECT") && !strings.EqualFold(toks[0], "WITH") {
+		return false
+	}
+	into := false
+	for i, t := range toks {
+		if !strings.EqualFold(t, "INTO") {
+			continue
+		}
+		if i > 0 && (strings.EqualFold(toks[i-1], "INSERT") || strings.EqualFold(toks[i-1], "MERGE")) {
+			return false
+		}
+		into = true
+	}
+	return into
 }
 
 func isDDL(stmt string) bool {

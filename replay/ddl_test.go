@@ -61,14 +61,69 @@ func TestSelectIntoCountsAsDDL(t *testing.T) {
 		`SELECT "into" FROM t`:                               false,
 		`WITH w AS (SELECT 1) INSERT INTO t SELECT * FROM w`: false,
 		`SELECT pointinto FROM t`:                            false,
+		`SELECT $$ into $$ FROM t`:                           false,
+		`SELECT 1 /* into */ FROM t`:                         false,
+		`(SELECT a INTO n FROM t)`:                           true,
 	} {
-		if got := isSelectInto(s); got != want {
+		if got := isSelectInto(sqltext.Lexer{}, s); got != want {
 			t.Errorf("isSelectInto(%q) = %v, want %v", s, got, want)
 		}
 	}
 	m := &ddlMessage{Query: `SELECT 1; SELECT a INTO n FROM t; CREATE INDEX ON n (a)`, N: 2, Tag: "CREATE INDEX"}
 	if s, err := m.statement(); err != nil || s != "CREATE INDEX ON n (a)" {
 		t.Fatalf("statement 2 = %q, %v", s, err)
+	}
+}
+
+// TestDDLUnderNonStandardStrings: DDL captured in a session with
+// standard_conforming_strings off is cut with backslash escapes in its
+// strings, and the same text captured with the setting on is not.
+func TestDDLUnderNonStandardStrings(t *testing.T) {
+	q := `COMMENT ON TABLE t IS 'it\'s; odd'; CREATE TABLE u (a int, b text DEFAULT 'a\';b'); SELECT 'don\'t go into' FROM t; CREATE INDEX ON u (b)`
+	off := map[string]string{"standard_conforming_strings": "off", "DateStyle": "ISO, MDY"}
+	want := []string{`COMMENT ON TABLE t IS 'it\'s; odd'`, `CREATE TABLE u (a int, b text DEFAULT 'a\';b')`, `CREATE INDEX ON u (b)`}
+	for n, w := range want {
+		m := &ddlMessage{Query: q, N: n + 1, Tag: "X", Settings: off}
+		if s, err := m.statement(); err != nil || s != w {
+			t.Errorf("statement %d = %q, %v; want %q", n+1, s, err, w)
+		}
+	}
+	// Read as standard strings, the text cuts elsewhere: the first
+	// statement ends inside the comment.
+	m := &ddlMessage{Query: q, N: 1, Tag: "COMMENT", Settings: map[string]string{"standard_conforming_strings": "on"}}
+	if s, err := m.statement(); err != nil || s != `COMMENT ON TABLE t IS 'it\'s` {
+		t.Errorf("with the setting on, statement 1 = %q, %v", s, err)
+	}
+	if isSelectInto(sqltext.Lexer{BackslashStrings: true}, `SELECT 'don\'t go into' FROM t`) {
+		t.Error("INTO inside a string counted as SELECT INTO")
+	}
+
+	// planDDL: three messages, one per DDL statement (the SELECT fires
+	// none); the same text captured with the setting on is its own
+	// query and is not mixed with these.
+	msg := func(n int, tag, scs string) wal.Change {
+		b, _ := json.Marshal(ddlMessage{Query: q, N: n, Tag: tag, Settings: map[string]string{"standard_conforming_strings": scs}})
+		return wal.Change{Op: wal.OpMessage, Prefix: DDLPrefix, Content: b}
+	}
+	changes := []wal.Change{msg(1, "COMMENT", "off"), msg(2, "CREATE TABLE", "off"), msg(3, "CREATE INDEX", "off"), msg(1, "COMMENT", "on")}
+	plan := planDDL(changes)
+	for i, w := range append(want, `COMMENT ON TABLE t IS 'it\'s`) {
+		if st := plan[i]; st.err != nil || st.skip || st.stmt != w {
+			t.Errorf("message %d: %q (skip %v, err %v), want %q", i, st.stmt, st.skip, st.err, w)
+		}
+	}
+}
+
+func TestSQLString(t *testing.T) {
+	for in, want := range map[string]string{
+		`plain`:          `'plain'`,
+		`it's`:           `'it''s'`,
+		`"public"."a\n"`: `E'"public"."a\\n"'`,
+		`a\'b`:           `E'a\\''b'`,
+	} {
+		if got := sqlString(in); got != want {
+			t.Errorf("sqlString(%q) = %s, want %s", in, got, want)
+		}
 	}
 }
 

@@ -12,15 +12,26 @@ import (
 // TestAgreesWithServer runs the valid cases on a real PostgreSQL three
 // ways: the whole text as one simple query (the server splits it), each
 // piece Split cuts, and each statement Statements returns. All three
-// must give the same results, statement by statement.
+// must give the same results, statement by statement. The off cases run
+// in a session with standard_conforming_strings off.
 func TestAgreesWithServer(t *testing.T) {
 	pg := testenv.NewCluster(t, testenv.Options{})
 	ctx := t.Context()
-	conn, err := pgconn.Connect(ctx, pg.DSN("postgres"))
-	if err != nil {
-		t.Fatal(err)
+	connect := func(setup string) *pgconn.PgConn {
+		t.Helper()
+		conn, err := pgconn.Connect(ctx, pg.DSN("postgres"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close(context.WithoutCancel(ctx)) })
+		if _, err := conn.Exec(ctx, setup).ReadAll(); err != nil {
+			t.Fatalf("run %q: %v", setup, err)
+		}
+		return conn
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	on := connect("SET standard_conforming_strings = on")
+	off := connect("SET standard_conforming_strings = off; SET escape_string_warning = off")
+	var conn *pgconn.PgConn
 	run := func(sql string) [][][]string {
 		t.Helper()
 		res, err := conn.Exec(ctx, sql).ReadAll()
@@ -44,21 +55,27 @@ func TestAgreesWithServer(t *testing.T) {
 		}
 		return out
 	}
-	n := 0
-	for _, c := range splitCases {
+	n, nOff := 0, 0
+	for _, c := range allSplitCases() {
 		if !c.server {
 			continue
 		}
 		n++
+		conn = on
+		if c.off {
+			conn = off
+			nOff++
+		}
+		lx := c.lexer()
 		whole := run(c.sql)
 		if len(whole) == 0 {
 			t.Errorf("%s: the server returned no results for %q", c.name, c.sql)
 		}
 		var pieces, stmts [][][]string
-		for _, p := range Split(c.sql) {
+		for _, p := range lx.Split(c.sql) {
 			pieces = append(pieces, run(p)...)
 		}
-		for _, s := range Statements(c.sql) {
+		for _, s := range lx.Statements(c.sql) {
 			r := run(s)
 			if len(r) != 1 {
 				t.Errorf("%s: statement %q is %d statements to the server", c.name, s, len(r))
@@ -72,7 +89,7 @@ func TestAgreesWithServer(t *testing.T) {
 			t.Errorf("%s: Statements give %q, the whole text %q", c.name, stmts, whole)
 		}
 	}
-	if n < 10 {
-		t.Fatalf("only %d cases ran on the server", n)
+	if n < 10 || nOff < 5 {
+		t.Fatalf("only %d cases ran on the server, %d of them with standard_conforming_strings off", n, nOff)
 	}
 }

@@ -9,8 +9,9 @@
 // It does not parse: it is for SQL that a server will parse later
 // (pg_dump's output, DDL captured from a session), and it follows the
 // server's lexer so that each piece it cuts is what the server would have
-// run as one statement. Strings are read as with
-// standard_conforming_strings on, as pg_dump writes them.
+// run as one statement. The package functions read strings as with
+// standard_conforming_strings on, as pg_dump writes them; a Lexer reads
+// them as a session with the setting off did.
 package sqltext
 
 import "strings"
@@ -33,9 +34,34 @@ const (
 	other
 )
 
+// Lexer cuts SQL text under one value of standard_conforming_strings, the
+// only setting that changes where a token ends. Its zero value reads
+// strings as with the setting on (the default since PostgreSQL 9.1, and
+// how pg_dump writes).
+type Lexer struct {
+	// BackslashStrings reads ordinary '...' strings as a session with
+	// standard_conforming_strings = off does: a backslash escapes the next
+	// byte, as in E'...', so 'it\'s' is one string. E'...' strings,
+	// quoted identifiers, dollar quotes and B'...' and X'...' strings
+	// read the same either way.
+	BackslashStrings bool
+}
+
+// ForStandardConformingStrings returns the Lexer for a session whose
+// standard_conforming_strings has the given value, as current_setting or
+// SHOW prints it ("on" or "off"; PostgreSQL's other spellings of false are
+// taken too). An empty or unknown value reads as on, the default.
+func ForStandardConformingStrings(value string) Lexer {
+	switch strings.ToLower(strings.TrimSpace(value)) {
+	case "off", "of", "false", "fals", "fal", "fa", "f", "no", "n", "0":
+		return Lexer{BackslashStrings: true}
+	}
+	return Lexer{}
+}
+
 // next returns the kind of the token that starts at sql[i] and the index
 // just past it. An unterminated literal or comment runs to the end of sql.
-func next(sql string, i int) (kind, int) {
+func (l Lexer) next(sql string, i int) (kind, int) {
 	n := len(sql)
 	c := sql[i]
 	switch {
@@ -72,7 +98,7 @@ func next(sql string, i int) (kind, int) {
 		}
 		return comment, j
 	case c == '\'':
-		return other, quoted(sql, i, '\'', false)
+		return other, quoted(sql, i, '\'', l.BackslashStrings)
 	case c == '"':
 		return other, quoted(sql, i, '"', false)
 	case c == '$':
@@ -104,10 +130,22 @@ func next(sql string, i int) (kind, int) {
 		for j < n && IsIdentChar(sql[j]) {
 			j++
 		}
-		// E'...' is one token (an escape string) only when the E stands
-		// alone: in "type'...'" or "some_e'...'" the word ends first.
-		if j == i+1 && (c == 'E' || c == 'e') && j < n && sql[j] == '\'' {
-			return other, quoted(sql, j, '\'', true)
+		// E'...' is one token (an escape string), and B'...' and X'...'
+		// (bit strings), only when the letter stands alone: in
+		// "type'...'" or "some_e'...'" the word ends first.
+		if j == i+1 && j < n && sql[j] == '\'' {
+			switch c {
+			case 'E', 'e':
+				return other, quoted(sql, j, '\'', true)
+			case 'B', 'b', 'X', 'x':
+				// A bit string ends at the next quote whatever the
+				// setting: the server's lexer reads no escapes in it,
+				// and a quote right after it starts a new string.
+				if end := strings.IndexByte(sql[j+1:], '\''); end >= 0 {
+					return other, j + 1 + end + 1
+				}
+				return other, n
+			}
 		}
 		return other, j
 	case isDigit(c):
@@ -172,11 +210,14 @@ func isSpace(c byte) bool { return strings.IndexByte(pgSpace, c) >= 0 }
 // it, so that the pieces add up to sql. A last statement without a
 // semicolon is kept too, unless it is only whitespace and comments (a
 // dump's closing comment); a lone semicolon makes a piece of its own.
-func Split(sql string) []string {
+func Split(sql string) []string { return Lexer{}.Split(sql) }
+
+// Split is the package's Split, with strings read as l reads them.
+func (l Lexer) Split(sql string) []string {
 	var out []string
 	start, blank := 0, true
 	for i := 0; i < len(sql); {
-		k, j := next(sql, i)
+		k, j := l.next(sql, i)
 		switch k {
 		case semicolon:
 			out = append(out, sql[start:j])
@@ -196,7 +237,11 @@ func Split(sql string) []string {
 // without its semicolon, with every comment replaced by a space (as the
 // server reads it) and surrounding white space trimmed. Empty statements
 // are left out.
-func Statements(sql string) []string {
+func Statements(sql string) []string { return Lexer{}.Statements(sql) }
+
+// Statements is the package's Statements, with strings read as l reads
+// them.
+func (l Lexer) Statements(sql string) []string {
 	var out []string
 	var cur strings.Builder
 	flush := func() {
@@ -206,7 +251,7 @@ func Statements(sql string) []string {
 		cur.Reset()
 	}
 	for i := 0; i < len(sql); {
-		k, j := next(sql, i)
+		k, j := l.next(sql, i)
 		switch k {
 		case semicolon:
 			flush()
@@ -223,9 +268,13 @@ func Statements(sql string) []string {
 
 // TrimLeadingComments drops the whitespace and comments that lead a
 // statement.
-func TrimLeadingComments(stmt string) string {
+func TrimLeadingComments(stmt string) string { return Lexer{}.TrimLeadingComments(stmt) }
+
+// TrimLeadingComments is the package's TrimLeadingComments, with strings
+// read as l reads them.
+func (l Lexer) TrimLeadingComments(stmt string) string {
 	for i := 0; i < len(stmt); {
-		k, j := next(stmt, i)
+		k, j := l.next(stmt, i)
 		if k != space && k != comment {
 			return stmt[i:]
 		}
@@ -238,10 +287,13 @@ func TrimLeadingComments(stmt string) string {
 // and comments: words (keywords and bare identifiers), numbers,
 // parameters, literals and quoted identifiers as written, and each other
 // byte (punctuation, including ;) on its own.
-func Tokens(stmt string, n int) []string {
+func Tokens(stmt string, n int) []string { return Lexer{}.Tokens(stmt, n) }
+
+// Tokens is the package's Tokens, with strings read as l reads them.
+func (l Lexer) Tokens(stmt string, n int) []string {
 	var out []string
 	for i := 0; i < len(stmt) && len(out) < n; {
-		k, j := next(stmt, i)
+		k, j := l.next(stmt, i)
 		if k == other || k == semicolon {
 			out = append(out, stmt[i:j])
 		}

@@ -2,20 +2,26 @@ package sqltext
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
 
 // splitCase is one input with the pieces Split cuts it into and the
 // statements Statements returns. Cases with server set are valid SQL that
-// TestAgreesWithServer also runs on a real PostgreSQL.
+// TestAgreesWithServer also runs on a real PostgreSQL. Cases with off set
+// are cut with standard_conforming_strings off (Lexer.BackslashStrings),
+// and run on the server with that setting.
 type splitCase struct {
 	name   string
 	sql    string
 	split  []string
 	stmts  []string
 	server bool
+	off    bool
 }
+
+func (c splitCase) lexer() Lexer { return Lexer{BackslashStrings: c.off} }
 
 var splitCases = []splitCase{
 	{
@@ -279,22 +285,144 @@ SELECT 1`,
 	},
 }
 
+// offCases are cut with standard_conforming_strings off: a backslash
+// escapes in every '...' string, as in E'...'.
+var offCases = []splitCase{
+	{
+		name:   "a backslash escapes a quote in an ordinary string",
+		sql:    `SELECT 'it\'s; odd'; SELECT 2`,
+		split:  []string{`SELECT 'it\'s; odd';`, ` SELECT 2`},
+		stmts:  []string{`SELECT 'it\'s; odd'`, `SELECT 2`},
+		server: true,
+	},
+	{
+		name: "captured DDL with an escaped quote",
+		sql:  `COMMENT ON TABLE t IS 'it\'s; odd'; CREATE TABLE u (a int, b text DEFAULT 'a\';b')`,
+		split: []string{`COMMENT ON TABLE t IS 'it\'s; odd';`,
+			` CREATE TABLE u (a int, b text DEFAULT 'a\';b')`},
+		stmts: []string{`COMMENT ON TABLE t IS 'it\'s; odd'`,
+			`CREATE TABLE u (a int, b text DEFAULT 'a\';b')`},
+	},
+	{
+		name: "the standard-strings case reads as one statement",
+		// The server too: 'a\'; SELECT ' is one string, then b and an
+		// unterminated string.
+		sql:   `SELECT 'a\'; SELECT 'b'`,
+		split: []string{`SELECT 'a\'; SELECT 'b'`},
+		stmts: []string{`SELECT 'a\'; SELECT 'b'`},
+	},
+	{
+		name:   "an escaped backslash ends a string",
+		sql:    `SELECT 'a\\'; SELECT '\\', 'x'`,
+		split:  []string{`SELECT 'a\\';`, ` SELECT '\\', 'x'`},
+		stmts:  []string{`SELECT 'a\\'`, `SELECT '\\', 'x'`},
+		server: true,
+	},
+	{
+		name:   "a string that is one escaped quote",
+		sql:    `SELECT '\''; SELECT ';', '\';'`,
+		split:  []string{`SELECT '\'';`, ` SELECT ';', '\';'`},
+		stmts:  []string{`SELECT '\''`, `SELECT ';', '\';'`},
+		server: true,
+	},
+	{
+		name:   "doubled quotes still escape",
+		sql:    `SELECT 'it''s;\\'; SELECT 'a''\';'`,
+		split:  []string{`SELECT 'it''s;\\';`, ` SELECT 'a''\';'`},
+		stmts:  []string{`SELECT 'it''s;\\'`, `SELECT 'a''\';'`},
+		server: true,
+	},
+	{
+		name:   "E strings read as with the setting on",
+		sql:    `SELECT E'it\'s; here'; SELECT e'\\'; SELECT E'a'';\';'`,
+		split:  []string{`SELECT E'it\'s; here';`, ` SELECT e'\\';`, ` SELECT E'a'';\';'`},
+		stmts:  []string{`SELECT E'it\'s; here'`, `SELECT e'\\'`, `SELECT E'a'';\';'`},
+		server: true,
+	},
+	{
+		name:  "the string after a word ending in e escapes too",
+		sql:   `SELECT xe'\';'; SELECT 1`,
+		split: []string{`SELECT xe'\';';`, ` SELECT 1`},
+		stmts: []string{`SELECT xe'\';'`, `SELECT 1`},
+	},
+	{
+		name:   "no escapes in dollar quotes, quoted identifiers, bit strings",
+		sql:    `SELECT $$\$$; SELECT 1 AS "a\"; SELECT B'01', X'1F'; SELECT '\\'`,
+		split:  []string{`SELECT $$\$$;`, ` SELECT 1 AS "a\";`, ` SELECT B'01', X'1F';`, ` SELECT '\\'`},
+		stmts:  []string{`SELECT $$\$$`, `SELECT 1 AS "a\"`, `SELECT B'01', X'1F'`, `SELECT '\\'`},
+		server: true,
+	},
+	{
+		name: "a bit string ends at its next quote",
+		// The server rejects the digit \, but only after the lexer ended
+		// the bit string there.
+		sql:   `SELECT X'\'; SELECT 'a\';b'`,
+		split: []string{`SELECT X'\';`, ` SELECT 'a\';b'`},
+		stmts: []string{`SELECT X'\'`, `SELECT 'a\';b'`},
+	},
+	{
+		name:   "comment markers in a string with an escaped quote",
+		sql:    `SELECT '\'--;', '/*\';'; SELECT 2`,
+		split:  []string{`SELECT '\'--;', '/*\';';`, ` SELECT 2`},
+		stmts:  []string{`SELECT '\'--;', '/*\';'`, `SELECT 2`},
+		server: true,
+	},
+	{
+		name:  "unterminated string ending in a backslash",
+		sql:   `SELECT 1; SELECT 'a;\`,
+		split: []string{"SELECT 1;", ` SELECT 'a;\`},
+		stmts: []string{"SELECT 1", `SELECT 'a;\`},
+	},
+}
+
+// allSplitCases returns splitCases and offCases, the latter marked off.
+func allSplitCases() []splitCase {
+	out := slices.Clone(splitCases)
+	for _, c := range offCases {
+		c.off = true
+		c.name = "off: " + c.name
+		out = append(out, c)
+	}
+	return out
+}
+
 func TestSplit(t *testing.T) {
-	for _, c := range splitCases {
+	for _, c := range allSplitCases() {
 		t.Run(c.name, func(t *testing.T) {
-			got := Split(c.sql)
+			lx := c.lexer()
+			got := lx.Split(c.sql)
 			if !reflect.DeepEqual(got, c.split) {
 				t.Errorf("Split(%q):\n got %q\nwant %q", c.sql, got, c.split)
 			}
 			// The pieces add up to the input, but for a blank tail.
 			joined := strings.Join(got, "")
-			if !strings.HasPrefix(c.sql, joined) || TrimLeadingComments(c.sql[len(joined):]) != "" {
+			if !strings.HasPrefix(c.sql, joined) || lx.TrimLeadingComments(c.sql[len(joined):]) != "" {
 				t.Errorf("Split(%q) pieces add up to %q", c.sql, joined)
 			}
-			if got := Statements(c.sql); !reflect.DeepEqual(got, c.stmts) {
+			if got := lx.Statements(c.sql); !reflect.DeepEqual(got, c.stmts) {
 				t.Errorf("Statements(%q):\n got %q\nwant %q", c.sql, got, c.stmts)
 			}
+			if !c.off {
+				// The package functions are the zero Lexer's.
+				if got := Split(c.sql); !reflect.DeepEqual(got, c.split) {
+					t.Errorf("package Split(%q) = %q", c.sql, got)
+				}
+				if got := Statements(c.sql); !reflect.DeepEqual(got, c.stmts) {
+					t.Errorf("package Statements(%q) = %q", c.sql, got)
+				}
+			}
 		})
+	}
+}
+
+func TestForStandardConformingStrings(t *testing.T) {
+	for v, want := range map[string]bool{
+		"off": true, "OFF": true, " off ": true, "false": true, "no": true, "0": true,
+		"on": false, "ON": false, "true": false, "": false, "yes": false, "1": false,
+	} {
+		if got := ForStandardConformingStrings(v).BackslashStrings; got != want {
+			t.Errorf("ForStandardConformingStrings(%q).BackslashStrings = %v, want %v", v, got, want)
+		}
 	}
 }
 
@@ -335,5 +463,11 @@ func TestTokens(t *testing.T) {
 		if got := Tokens(c.in, c.n); !reflect.DeepEqual(got, c.want) {
 			t.Errorf("Tokens(%q, %d):\n got %q\nwant %q", c.in, c.n, got, c.want)
 		}
+	}
+	off := Lexer{BackslashStrings: true}
+	in := `SELECT 'it\'s', E'\'', X'\', '\\' x`
+	want := []string{"SELECT", `'it\'s'`, ",", `E'\''`, ",", `X'\'`, ",", `'\\'`, "x"}
+	if got := off.Tokens(in, 16); !reflect.DeepEqual(got, want) {
+		t.Errorf("off: Tokens(%q):\n got %q\nwant %q", in, got, want)
 	}
 }
