@@ -233,15 +233,7 @@ func TestKeys(t *testing.T) {
 // keyNames lists the raw key objects a store holds.
 func keyNames(t *testing.T, s store.Store) []string {
 	t.Helper()
-	objs, err := s.List(context.Background(), crypt.KeyPrefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, o := range objs {
-		out = append(out, o.Key)
-	}
-	return out
+	return storetest.ListKeys(t, context.Background(), s, crypt.KeyPrefix)
 }
 
 // TestWrapWithStoreDown: a writer opening an encrypted archive while one

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wayback-pitr/wayback/store"
+	"github.com/wayback-pitr/wayback/store/storetest"
 	"github.com/wayback-pitr/wayback/testenv"
 )
 
@@ -180,15 +181,7 @@ func TestEncryptedStartWithStoreDown(t *testing.T) {
 	both := writeCfg("both.yaml", e.stores[0], s3URL)
 	keysIn := func(url string) []string {
 		t.Helper()
-		objs, err := openRaw(t, url).List(ctx, "keys/")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var names []string
-		for _, o := range objs {
-			names = append(names, o.Key)
-		}
-		return names
+		return storetest.ListKeys(t, ctx, openRaw(t, url), "keys/")
 	}
 
 	e.exec(`CREATE TABLE notes (id int PRIMARY KEY, body text NOT NULL, n numeric)`)

@@ -119,6 +119,12 @@ func MustList(t testing.TB, ctx context.Context, s store.Store, prefix string) [
 	return objs
 }
 
+// ListKeys lists the keys under prefix or fails the test.
+func ListKeys(t testing.TB, ctx context.Context, s store.Store, prefix string) []string {
+	t.Helper()
+	return keys(MustList(t, ctx, s, prefix))
+}
+
 func keys(objs []store.Object) []string {
 	out := make([]string, len(objs))
 	for i, o := range objs {
