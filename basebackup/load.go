@@ -155,16 +155,11 @@ func loadJobs(m *Manifest, stores []store.Store, post []postDataStatement, worke
 	done := 0
 	var total int64
 	for _, t := range m.Tables {
-		for _, f := range t.Files {
-			total += f.RawSize
-		}
+		total += rawSize(t.Files)
 	}
 	for _, t := range m.Tables {
-		tj := &tableJobs{}
+		tj := &tableJobs{size: rawSize(t.Files)}
 		byTable[[2]string{t.Schema, t.Name}] = tj
-		for _, f := range t.Files {
-			tj.size += f.RawSize
-		}
 		groups := [][]FileRef{t.Files}
 		if !loadWhole(tj.size, total-tj.size, workers) {
 			groups = groups[:0]
@@ -188,12 +183,8 @@ func loadJobs(m *Manifest, stores []store.Store, post []postDataStatement, worke
 			continue
 		}
 		for _, files := range groups {
-			var cost int64
-			for _, f := range files {
-				cost += f.RawSize
-			}
 			freeze := len(groups) == 1
-			j := &job{name: "load " + t.Schema + "." + t.Name, cost: cost,
+			j := &job{name: "load " + t.Schema + "." + t.Name, cost: rawSize(files),
 				run: func(ctx context.Context, c *pgx.Conn) error {
 					if err := copyIn(ctx, c, stores, t, files, freeze, log); err != nil {
 						return err
@@ -248,6 +239,15 @@ func loadJobs(m *Manifest, stores []store.Store, post []postDataStatement, worke
 type sourceError struct{ error }
 
 func (e sourceError) Unwrap() error { return e.error }
+
+// rawSize is the uncompressed size of files, the measure of load work.
+func rawSize(files []FileRef) int64 {
+	var n int64
+	for _, f := range files {
+		n += f.RawSize
+	}
+	return n
+}
 
 // loadWhole decides how a table of size raw bytes, stored in several
 // files, is loaded when the other tables hold others bytes: by one job in
