@@ -161,7 +161,9 @@ func loadJobs(m *Manifest, stores []store.Store, post []postDataStatement, worke
 		tj := &tableJobs{size: rawSize(t.Files)}
 		byTable[[2]string{t.Schema, t.Name}] = tj
 		groups := [][]FileRef{t.Files}
-		if !loadWhole(tj.size, total-tj.size, workers) {
+		// One job per file only if the table dwarfs the rest: see
+		// dwarfs for why FREEZE in one transaction wins otherwise.
+		if dwarfs(tj.size, total-tj.size, workers) {
 			groups = groups[:0]
 			for _, f := range t.Files {
 				groups = append(groups, []FileRef{f})
@@ -247,25 +249,6 @@ func rawSize(files []FileRef) int64 {
 		n += f.RawSize
 	}
 	return n
-}
-
-// loadWhole decides how a table of size raw bytes, stored in several
-// files, is loaded when the other tables hold others bytes: by one job in
-// one transaction with COPY FREEZE, or by one job per file in parallel.
-//
-// FREEZE wins whenever the other workers have other tables to load
-// meanwhile: rows loaded without it get their hint bits set by the first
-// scan, which is the index build that ends the load (measured on
-// pgbench_accounts: the primary key took 3.3-3.8 s instead of 2.8 s), and
-// two COPYs into one table on a busy machine were no faster than one. The
-// parallel load pays off only when the table is so much bigger than the
-// rest that the other workers would sit idle for most of its load: here,
-// when they would be busy for less than half of it.
-func loadWhole(raw, others int64, workers int) bool {
-	if workers <= 1 {
-		return true
-	}
-	return others/int64(workers-1) >= raw/2
 }
 
 // copyIn loads a table's data files in one transaction, each from the

@@ -58,6 +58,27 @@ feed:
 	return ctx.Err()
 }
 
+// dwarfs reports whether a table of size bytes is so much bigger than the
+// others (others bytes in all) that, copied or loaded by one connection,
+// it would keep going long after the other workers ran out of work: when
+// they, sharing the rest, would be busy for less than half of its time.
+// Only then does cutting it into parts that several connections work on
+// at once pay for what the parts cost:
+//
+//   - A backup reads a part with COPY (SELECT ... WHERE ctid ...), which
+//     costs the server up to twice as much per row as COPY of the whole
+//     table (pgbench_accounts on PostgreSQL 15). On the 1 GB bench data,
+//     whose pgbench_accounts was one 512 MiB chunk over the line, the
+//     backup took 3.9-4.2 s cut and 3.2-3.3 s whole.
+//   - A load of parts in parallel gives up COPY FREEZE, so the first scan
+//     of the rows, the index build that ends the load, sets their hint
+//     bits (pgbench_accounts' primary key took 3.3-3.8 s instead of 2.8 s),
+//     and two COPYs into one table on a busy machine were no faster than
+//     one.
+func dwarfs(size, others int64, workers int) bool {
+	return workers > 1 && others/int64(workers-1) < size/2
+}
+
 // job is one unit of a load: a table's rows, or an index built on them.
 type job struct {
 	name string

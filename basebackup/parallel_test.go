@@ -32,20 +32,22 @@ func TestRunJobsCriticalPathFirst(t *testing.T) {
 	}
 }
 
-func TestLoadWhole(t *testing.T) {
+func TestDwarfs(t *testing.T) {
 	for _, tc := range []struct {
 		raw, others int64
 		workers     int
 		want        bool
 	}{
-		{390, 340, 2, true},   // pgbench_accounts beside the bench's documents
-		{800, 200, 2, false},  // one table dwarfs the rest
-		{800, 200, 1, true},   // one worker: nothing to share
-		{800, 1200, 4, true},  // three other workers kept busy long enough
-		{800, 1000, 4, false}, // ... and not
+		{390, 340, 2, false},  // pgbench_accounts beside the bench's documents
+		{537, 373, 2, false},  // the same, on disk
+		{800, 200, 2, true},   // one table dwarfs the rest
+		{800, 0, 2, true},     // the only table
+		{800, 200, 1, false},  // one worker: nothing to share
+		{800, 1200, 4, false}, // three other workers kept busy long enough
+		{800, 1000, 4, true},  // ... and not
 	} {
-		if got := loadWhole(tc.raw, tc.others, tc.workers); got != tc.want {
-			t.Errorf("loadWhole(%d, %d, %d) = %v, want %v", tc.raw, tc.others, tc.workers, got, tc.want)
+		if got := dwarfs(tc.raw, tc.others, tc.workers); got != tc.want {
+			t.Errorf("dwarfs(%d, %d, %d) = %v, want %v", tc.raw, tc.others, tc.workers, got, tc.want)
 		}
 	}
 }

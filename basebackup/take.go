@@ -34,10 +34,10 @@ type Options struct {
 	BinDir   string // where pg_dump lives; "" searches the usual places
 	Parallel int    // tables (or chunks of tables) copied at once
 	// ChunkBytes is the table size (on disk, in the source) above which a
-	// table is copied in chunks of about that size, each to its own
-	// object, so that one big table is copied, and later loaded, by
-	// several connections at once. 0 means DefaultChunkBytes; negative
-	// turns chunking off.
+	// table that dwarfs the rest is copied in chunks of about that size,
+	// each to its own object, so that one big table is copied, and later
+	// loaded, by several connections at once. 0 means DefaultChunkBytes;
+	// negative turns chunking off.
 	ChunkBytes int64
 	TempDir    string // spool directory; "" uses os.TempDir()
 	// CopyFormat is "auto" (or ""): binary COPY for every table whose
@@ -57,8 +57,8 @@ type Options struct {
 // DefaultChunkBytes is Options.ChunkBytes when unset. A chunk is read with
 // COPY (SELECT ... WHERE ctid ...), which costs the server more per row
 // than COPY of the whole table (up to twice as much for pgbench_accounts
-// on PostgreSQL 15), so only tables big enough to hold the other
-// connections up for long are cut.
+// on PostgreSQL 15), so only big tables are cut, and only those that
+// would hold the other connections up for long (dwarfs).
 const DefaultChunkBytes = 512 << 20
 
 // Take makes a base backup of the database at opts.DSN into the fan-out's
@@ -192,7 +192,7 @@ func Take(ctx context.Context, fan *store.Fanout, opts Options) (*Manifest, erro
 		return errors.Join(errs...)
 	}
 
-	parts, err := planParts(ctx, conn, tables, opts.ChunkBytes)
+	parts, err := planParts(ctx, conn, tables, opts.ChunkBytes, opts.Parallel)
 	if err != nil {
 		return nil, err
 	}
@@ -518,10 +518,11 @@ func (p part) copyQuery(t tableName) string {
 	return "COPY (SELECT " + strings.Join(q, ", ") + " FROM ONLY " + t.quoted() + " WHERE " + where + ") TO STDOUT" + copyOptions(t.format, false)
 }
 
-// planParts cuts the tables larger than chunkBytes into block ranges of
-// about that size and returns all parts, the largest first. Chunking
-// needs TID range scans (PostgreSQL 14) and at least one column.
-func planParts(ctx context.Context, conn *pgx.Conn, tables []tableName, chunkBytes int64) ([]part, error) {
+// planParts cuts the tables larger than chunkBytes that dwarf the rest
+// (see dwarfs) into block ranges of about that size, and returns all
+// parts, the largest first. Chunking needs TID range scans (PostgreSQL
+// 14) and at least one column.
+func planParts(ctx context.Context, conn *pgx.Conn, tables []tableName, chunkBytes int64, workers int) ([]part, error) {
 	if chunkBytes == 0 {
 		chunkBytes = DefaultChunkBytes
 	}
@@ -529,10 +530,14 @@ func planParts(ctx context.Context, conn *pgx.Conn, tables []tableName, chunkByt
 	if err := conn.QueryRow(ctx, `SELECT current_setting('server_version_num')::int, current_setting('block_size')::int`).Scan(&version, &blockSize); err != nil {
 		return nil, fmt.Errorf("read server version: %w", err)
 	}
+	var total int64
+	for _, t := range tables {
+		total += t.bytes
+	}
 	var parts []part
 	for i, t := range tables {
 		n := int64(1)
-		if chunkBytes > 0 && version >= 140000 && t.bytes > chunkBytes && len(t.columns) > 0 {
+		if chunkBytes > 0 && version >= 140000 && t.bytes > chunkBytes && len(t.columns) > 0 && dwarfs(t.bytes, total-t.bytes, workers) {
 			n = (t.bytes + chunkBytes - 1) / chunkBytes
 		}
 		if n == 1 {
