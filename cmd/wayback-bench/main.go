@@ -47,6 +47,7 @@ func main() {
 		fs.BoolVar(&o.Check, "check", true, "compare the restored database and the subscriber with the source")
 		fs.StringVar(&o.Only, "only", "", `"shipping": measure shipping alone (no dumps, base backup, restore or replay)`)
 		fs.IntVar(&o.Rounds, "rounds", o.Rounds, "shipping measurements, each on its own slots, alternating which tool drains first (the median is reported)")
+		fs.IntVar(&o.BaseRounds, "base-rounds", o.BaseRounds, "base backup and load measurements, each tool first in turn (the median is reported)")
 		_ = fs.Parse(os.Args[2:])
 		if o.Only != "" && o.Only != "shipping" {
 			err = fmt.Errorf("-only %q: the only part that runs alone is shipping", o.Only)

@@ -86,6 +86,16 @@ func (r *suiteReport) print(w io.Writer) {
 		}
 		fmt.Fprintln(w, " the table gives the medians.")
 	}
+	if len(r.Backups) > 1 {
+		fmt.Fprintf(w, "\nBase rounds, each tool first in turn (backup / pg_dump gzip / pg_dump -Z0; load / pg_restore):")
+		for i := range r.Backups {
+			fmt.Fprintf(w, " %s / %s / %s;", dur(r.Backups[i]), dur(r.DumpGzips[i]), dur(r.DumpZ0s[i]))
+		}
+		for i := range r.Loads {
+			fmt.Fprintf(w, " %s / %s (%.2f×);", dur(r.Loads[i]), dur(r.PgRestores[i]), r.PgRestores[i].Seconds()/r.Loads[i].Seconds())
+		}
+		fmt.Fprintln(w, " the table gives the medians.")
+	}
 	if r.RestoreMatches != "" {
 		fmt.Fprintf(w, "\nRestored database equals the source (every public table's checksum): %s. Subscriber equals the source: %s.\n", r.RestoreMatches, r.SubscriberMatches)
 	}

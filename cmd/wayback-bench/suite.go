@@ -44,9 +44,15 @@ type suiteOptions struct {
 	// pair of slots at the same position (same backlog), alternating which
 	// tool drains first; the report gives the median of each.
 	Rounds int
+	// BaseRounds is how many times the base backup (wayback backup, pg_dump
+	// gzip and -Z0) and its load (wayback restore, pg_restore) are
+	// measured, in turns, each tool first in turn; the report gives the
+	// medians. The machine's speed drifts by a quarter within a minute
+	// here, so one sample of each, minutes apart, compared the drift.
+	BaseRounds int
 }
 
-var defaultSuite = suiteOptions{SizeMB: 1024, Txns: 100000, Clients: 4, Parallel: 2, Check: true, Rounds: 1}
+var defaultSuite = suiteOptions{SizeMB: 1024, Txns: 100000, Clients: 4, Parallel: 2, Check: true, Rounds: 1, BaseRounds: 3}
 
 // shippingOnly reports whether the run measures shipping alone.
 func (o suiteOptions) shippingOnly() bool { return o.Only == "shipping" }
@@ -71,11 +77,15 @@ type suiteReport struct {
 	RecvCPU               time.Duration   // pg_recvlogical's, median of the rounds
 	AgentStartup          time.Duration   // agent start to streaming, median of the rounds
 
+	// Backup, DumpGzip, DumpZ0, Load and PgRestore are the medians of the
+	// base rounds.
 	Backup, DumpGzip, DumpZ0             time.Duration
+	Backups, DumpGzips, DumpZ0s          []time.Duration // per round
 	BackupBytes, DumpGzipBytes, DumpZ0By int64
-	BackupRSS                            int64
+	BackupRSS                            int64 // the largest of the rounds
 
 	Load, PgRestore   time.Duration
+	Loads, PgRestores []time.Duration // per round
 	Replay, SubApply  time.Duration
 	RestoreRSS        int64
 	ReplayedTxns      int
@@ -163,21 +173,6 @@ func runSuite(ctx context.Context, o suiteOptions, progress io.Writer) (*suiteRe
 		return nil, err
 	}
 
-	// Base backup figures.
-	gz, z0 := filepath.Join(work, "dump-gzip"), filepath.Join(work, "dump-z0")
-	j := strconv.Itoa(o.Parallel)
-	if !o.shippingOnly() {
-		say("pg_dump -Fd -j %s (gzip)", j)
-		if rep.DumpGzip, _, err = timed(src.Command(ctx, "pg_dump", "-Fd", "-j", j, "-f", gz, "bench")); err != nil {
-			return nil, err
-		}
-		say("pg_dump -Fd -j %s -Z0", j)
-		if rep.DumpZ0, _, err = timed(src.Command(ctx, "pg_dump", "-Fd", "-j", j, "-Z0", "-f", z0, "bench")); err != nil {
-			return nil, err
-		}
-		rep.DumpGzipBytes, rep.DumpZ0By = dirBytes(gz, ""), dirBytes(z0, "")
-	}
-
 	// Each shipping round has its own slot and its own pair of stores;
 	// round 0's archive is the one restored.
 	roundStores := make([][]string, rounds)
@@ -205,26 +200,8 @@ func runSuite(ctx context.Context, o suiteOptions, progress io.Writer) (*suiteRe
 	var ru *syscall.Rusage
 	var subDSN string
 	if !o.shippingOnly() {
-		say("wayback backup (to two stores)")
-		if rep.Backup, ru, err = timed(wb(ctx, "backup", "backup")); err != nil {
-			return nil, err
-		}
-		rep.BackupRSS = ru.Maxrss * 1024
-		rep.BackupBytes = dirBytes(stores[0], "backups")
-
-		// Restore (base) reference: pg_restore into the database that becomes
-		// the subscriber.
 		subDSN = tgt.DSN("sub")
-		if err := tgt.CreateDatabase(ctx, "sub"); err != nil {
-			return nil, err
-		}
-		// Each timed load starts from a checkpointed target, so neither
-		// pays for the other's (or the subscriber's) dirty buffers.
-		if err := checkpoint(ctx, tgt, "postgres"); err != nil {
-			return nil, err
-		}
-		say("pg_restore -j %s", j)
-		if rep.PgRestore, _, err = timed(tgt.Command(ctx, "pg_restore", "-j", j, "-d", "sub", gz)); err != nil {
+		if err := runBaseRounds(ctx, o, rep, src, tgt, work, stores, wb, say); err != nil {
 			return nil, err
 		}
 		// The agent's DDL capture came along with the dump; the subscriber is a
@@ -370,27 +347,15 @@ func runSuite(ctx context.Context, o suiteOptions, progress io.Writer) (*suiteRe
 		return nil, err
 	}
 	say("restore: wayback restore --latest (base load, then replay)")
-	rcmd := wb(ctx, "restore", "restore", "--target-dsn", tgt.DSN("wb"), "--latest", "--json", "--parallel", j)
-	var rout strings.Builder
-	rcmd.Stdout = &rout
-	if _, ru, err = timed(rcmd); err != nil {
+	res, ru, err := restore(ctx, wb(ctx, "restore", "restore", "--target-dsn", tgt.DSN("wb"), "--latest", "--json", "--parallel", strconv.Itoa(o.Parallel)))
+	if err != nil {
 		return nil, err
 	}
-	rep.RestoreRSS = ru.Maxrss * 1024
-	var res struct {
-		Load   time.Duration `json:"load_ns"`
-		Replay time.Duration `json:"replay_ns"`
-		Sum    struct {
-			Applied int
-		} `json:"replay"`
+	if res.Replay <= 0 {
+		return nil, fmt.Errorf("wayback restore --json reports no replay time")
 	}
-	if err := json.Unmarshal([]byte(rout.String()), &res); err != nil {
-		return nil, fmt.Errorf("read wayback restore --json: %w: %s", err, rout.String())
-	}
-	if res.Load <= 0 || res.Replay <= 0 {
-		return nil, fmt.Errorf("wayback restore --json lacks load_ns/replay_ns: %s", rout.String())
-	}
-	rep.Load, rep.Replay, rep.ReplayedTxns = res.Load, res.Replay, res.Sum.Applied
+	rep.RestoreRSS = max(rep.RestoreRSS, ru.Maxrss*1024)
+	rep.Replay, rep.ReplayedTxns = res.Replay, res.Sum.Applied
 
 	if o.Check {
 		say("checking the restored database and the subscriber against the source")
@@ -413,6 +378,132 @@ func runSuite(ctx context.Context, o suiteOptions, progress io.Writer) (*suiteRe
 		}
 	}
 	return rep, nil
+}
+
+// runBaseRounds measures the base backup and its load, o.BaseRounds
+// times, each tool first in turn: wayback backup against pg_dump -Fd with
+// gzip and with -Z0, then wayback restore of that backup (the archive has
+// no changes yet: the load alone) against pg_restore of the gzip dump,
+// each into a new database on a checkpointed target. The first round's
+// dumps are kept (their sizes are reported, the gzip one is restored), as
+// is its pg_restore'd database "sub", which becomes the native
+// subscriber; later rounds' are removed.
+func runBaseRounds(ctx context.Context, o suiteOptions, rep *suiteReport, src, tgt *testenv.Cluster, work string, stores []string,
+	wb func(ctx context.Context, profile string, args ...string) *exec.Cmd, say func(string, ...any)) error {
+	j := strconv.Itoa(o.Parallel)
+	gz, z0 := filepath.Join(work, "dump-gzip"), filepath.Join(work, "dump-z0")
+	rounds := max(1, o.BaseRounds)
+	inTurn := func(round int, steps ...func() error) error {
+		for k := range steps {
+			if err := steps[(round+k)%len(steps)](); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for i := range rounds {
+		dump := func(what, dir string, out *[]time.Duration, args ...string) func() error {
+			return func() error {
+				if i > 0 {
+					dir += fmt.Sprintf(".%d", i)
+					defer os.RemoveAll(dir)
+				}
+				say("base round %d: pg_dump -Fd -j %s %s", i+1, j, what)
+				d, _, err := timed(src.Command(ctx, "pg_dump", append(append([]string{"-Fd", "-j", j}, args...), "-f", dir, "bench")...))
+				*out = append(*out, d)
+				return err
+			}
+		}
+		backup := func() error {
+			say("base round %d: wayback backup (to two stores)", i+1)
+			before := dirBytes(stores[0], "backups")
+			d, ru, err := timed(wb(ctx, "backup", "backup"))
+			if err != nil {
+				return err
+			}
+			rep.Backups = append(rep.Backups, d)
+			rep.BackupRSS = max(rep.BackupRSS, ru.Maxrss*1024)
+			if i == 0 {
+				rep.BackupBytes = dirBytes(stores[0], "backups") - before
+			}
+			return nil
+		}
+		if err := inTurn(i, dump("(gzip)", gz, &rep.DumpGzips), dump("-Z0", z0, &rep.DumpZ0s, "-Z0"), backup); err != nil {
+			return err
+		}
+	}
+	rep.DumpGzipBytes, rep.DumpZ0By = dirBytes(gz, ""), dirBytes(z0, "")
+
+	for i := range rounds {
+		pgRestore := func() error {
+			db := "sub"
+			if i > 0 {
+				db = fmt.Sprintf("pg_restore_%d", i)
+				defer testenv.Exec(ctx, tgt.DSN("postgres"), "DROP DATABASE "+db)
+			}
+			if err := tgt.CreateDatabase(ctx, db); err != nil {
+				return err
+			}
+			// Each timed load starts from a checkpointed target, so
+			// neither pays for the other's dirty buffers.
+			if err := checkpoint(ctx, tgt, "postgres"); err != nil {
+				return err
+			}
+			say("base round %d: pg_restore -j %s", i+1, j)
+			d, _, err := timed(tgt.Command(ctx, "pg_restore", "-j", j, "-d", db, gz))
+			rep.PgRestores = append(rep.PgRestores, d)
+			return err
+		}
+		load := func() error {
+			db := fmt.Sprintf("wayback_load_%d", i)
+			defer testenv.Exec(ctx, tgt.DSN("postgres"), "DROP DATABASE IF EXISTS "+db)
+			if err := checkpoint(ctx, tgt, "postgres"); err != nil {
+				return err
+			}
+			say("base round %d: wayback restore of the base backup alone", i+1)
+			res, ru, err := restore(ctx, wb(ctx, "load", "restore", "--target-dsn", tgt.DSN(db), "--latest", "--json", "--parallel", j))
+			if err != nil {
+				return err
+			}
+			rep.Loads = append(rep.Loads, res.Load)
+			rep.RestoreRSS = max(rep.RestoreRSS, ru.Maxrss*1024)
+			return nil
+		}
+		if err := inTurn(i, pgRestore, load); err != nil {
+			return err
+		}
+		say("base round %d: load %s, pg_restore %s (%.2f×)", i+1, dur(rep.Loads[i]), dur(rep.PgRestores[i]), rep.PgRestores[i].Seconds()/rep.Loads[i].Seconds())
+	}
+	rep.Backup, rep.DumpGzip, rep.DumpZ0 = median(rep.Backups), median(rep.DumpGzips), median(rep.DumpZ0s)
+	rep.Load, rep.PgRestore = median(rep.Loads), median(rep.PgRestores)
+	return nil
+}
+
+// restoreResult is what the bench reads of wayback restore --json.
+type restoreResult struct {
+	Load   time.Duration `json:"load_ns"`
+	Replay time.Duration `json:"replay_ns"`
+	Sum    struct {
+		Applied int
+	} `json:"replay"`
+}
+
+// restore runs a wayback restore --json command and reads its result.
+func restore(ctx context.Context, cmd *exec.Cmd) (*restoreResult, *syscall.Rusage, error) {
+	var out strings.Builder
+	cmd.Stdout = &out
+	_, ru, err := timed(cmd)
+	if err != nil {
+		return nil, nil, err
+	}
+	var res restoreResult
+	if err := json.Unmarshal([]byte(out.String()), &res); err != nil {
+		return nil, nil, fmt.Errorf("read wayback restore --json: %w: %s", err, out.String())
+	}
+	if res.Load <= 0 {
+		return nil, nil, fmt.Errorf("wayback restore --json lacks load_ns: %s", out.String())
+	}
+	return &res, ru, nil
 }
 
 // agentSlot and recvSlot name the slots of shipping round i.

@@ -37,9 +37,15 @@ func TestSuiteSmoke(t *testing.T) {
 			t.Errorf("%s: %d, want > 0", name, v)
 		}
 	}
+	for name, n := range map[string]int{"backup": len(rep.Backups), "pg_dump": len(rep.DumpGzips), "pg_dump -Z0": len(rep.DumpZ0s),
+		"load": len(rep.Loads), "pg_restore": len(rep.PgRestores)} {
+		if n != o.BaseRounds {
+			t.Errorf("%s measured in %d rounds, want %d", name, n, o.BaseRounds)
+		}
+	}
 	var out strings.Builder
 	rep.print(&out)
-	for _, want := range []string{"| Shipping: drain", "| Agent peak RSS", "| Base backup: time", "| Base backup: size", "| Restore (base)", "| Replay (changes)", "| Archive: bytes per transaction", "| Archive: lz4"} {
+	for _, want := range []string{"Base rounds, each tool first in turn", "| Shipping: drain", "| Agent peak RSS", "| Base backup: time", "| Base backup: size", "| Restore (base)", "| Replay (changes)", "| Archive: bytes per transaction", "| Archive: lz4"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
 		}
@@ -49,7 +55,7 @@ func TestSuiteSmoke(t *testing.T) {
 			t.Errorf("%s: ratio %v, want > 0", x.figure, x.ratio)
 		}
 	}
-	for _, p := range []string{"agent", "backup", "restore"} {
+	for _, p := range []string{"agent", "backup", "load", "restore"} {
 		if _, err := exec.Command("go", "tool", "pprof", "-top", bin, filepath.Join(o.ProfileDir, p+".pprof")).Output(); err != nil {
 			t.Errorf("CPU profile of %s unreadable: %v", p, err)
 		}
@@ -79,9 +85,15 @@ func TestSuiteShippingOnly(t *testing.T) {
 	if rep.AgentStartup <= 0 || rep.AgentStartup >= rep.ShipAgent || rep.SegmentBytes <= 0 || rep.Backup != 0 || rep.Replay != 0 {
 		t.Errorf("start-up %v of %v, segment bytes %d, backup %v, replay %v", rep.AgentStartup, rep.ShipAgent, rep.SegmentBytes, rep.Backup, rep.Replay)
 	}
+	for name, n := range map[string]int{"backup": len(rep.Backups), "pg_dump": len(rep.DumpGzips), "pg_dump -Z0": len(rep.DumpZ0s),
+		"load": len(rep.Loads), "pg_restore": len(rep.PgRestores)} {
+		if n != o.BaseRounds {
+			t.Errorf("%s measured in %d rounds, want %d", name, n, o.BaseRounds)
+		}
+	}
 	var out strings.Builder
 	rep.print(&out)
-	for _, want := range []string{"| Shipping: drain", "| Agent start-up", "| CPU while shipping", "| Archive: bytes per transaction", "Shipping rounds"} {
+	for _, want := range []string{"Base rounds, each tool first in turn", "| Shipping: drain", "| Agent start-up", "| CPU while shipping", "| Archive: bytes per transaction", "Shipping rounds"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
 		}
