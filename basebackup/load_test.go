@@ -20,7 +20,7 @@ import (
 func TestTakeAndLoadChunked(t *testing.T) {
 	ctx := t.Context()
 	c := testenv.NewCluster(t, testenv.Options{})
-	for _, db := range []string{"src", "dst", "dst_whole", "dst_text"} {
+	for _, db := range []string{"src", "dst", "dst_whole", "dst_text", "dst_pieces", "dst_pieces_text"} {
 		if err := c.CreateDatabase(ctx, db); err != nil {
 			t.Fatal(err)
 		}
@@ -43,15 +43,19 @@ func TestTakeAndLoadChunked(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Pieces: a COPY cut into several files at row boundaries (here every
+	// 32 KiB of raw rows), each a whole COPY stream; with three workers and
+	// big dwarfing the rest, each file is loaded on its own.
 	for _, tc := range []struct {
-		name, db string
-		chunk    int64
-		format   string // copy_format; "" is auto
-	}{{"chunked", "dst", 64 << 10, ""}, {"whole", "dst_whole", -1, ""}, {"text", "dst_text", 64 << 10, "text"}} {
+		name, db     string
+		chunk, piece int64
+		format       string // copy_format; "" is auto
+	}{{"chunked", "dst", 64 << 10, -1, ""}, {"whole", "dst_whole", -1, -1, ""}, {"text", "dst_text", 64 << 10, -1, "text"},
+		{"pieces", "dst_pieces", -1, 4 << 10, ""}, {"pieces_text", "dst_pieces_text", -1, 4 << 10, "text"}} {
 		t.Run(tc.name, func(t *testing.T) {
 			stores := []store.Store{store.NewFile(filepath.Join(t.TempDir(), "a")), store.NewFile(filepath.Join(t.TempDir(), "b"))}
 			fan := store.NewFanout(stores, 2, nil)
-			m, err := basebackup.Take(ctx, fan, basebackup.Options{DSN: src, Parallel: 3, ChunkBytes: tc.chunk, CopyFormat: tc.format})
+			m, err := basebackup.Take(ctx, fan, basebackup.Options{DSN: src, Parallel: 3, ChunkBytes: tc.chunk, PieceBytes: tc.piece, CopyFormat: tc.format})
 			fan.Wait()
 			if err != nil {
 				t.Fatal(err)
@@ -81,8 +85,15 @@ func TestTakeAndLoadChunked(t *testing.T) {
 			if big.Rows != 20000 {
 				t.Fatalf("big: %d rows in the manifest, want 20000", big.Rows)
 			}
-			if tc.chunk > 0 && len(big.Files) < 5 || tc.chunk < 0 && len(big.Files) != 1 {
-				t.Fatalf("big is stored in %d objects with chunk size %d", len(big.Files), tc.chunk)
+			if (tc.chunk > 0 || tc.piece > 0) && len(big.Files) < 5 || tc.chunk < 0 && tc.piece < 0 && len(big.Files) != 1 {
+				t.Fatalf("big is stored in %d objects with chunk size %d, piece size %d", len(big.Files), tc.chunk, tc.piece)
+			}
+			keys := map[string]bool{}
+			for _, f := range big.Files {
+				if keys[f.Key] {
+					t.Fatalf("big lists object %s twice", f.Key)
+				}
+				keys[f.Key] = true
 			}
 			dst := c.DSN(tc.db)
 			if err := basebackup.Load(ctx, m, stores, dst, basebackup.LoadOptions{Parallel: 3}); err != nil {

@@ -116,6 +116,14 @@ func (r *RowSum) flush() {
 	}
 }
 
+// atRowEnd reports whether what was written so far ends with a whole row.
+func (r *RowSum) atRowEnd() bool {
+	if r.tuples != nil {
+		return r.tuples.AtTupleEnd()
+	}
+	return len(r.partial) == 0
+}
+
 // Rows is the number of complete rows seen.
 func (r *RowSum) Rows() int64 { return r.rows }
 

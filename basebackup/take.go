@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -20,7 +19,6 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-	"github.com/pierrec/lz4/v4"
 	"go.uber.org/zap"
 
 	"github.com/wayback-pitr/wayback/pgcopy"
@@ -39,6 +37,12 @@ type Options struct {
 	// loaded, by several connections at once. 0 means DefaultChunkBytes;
 	// negative turns chunking off.
 	ChunkBytes int64
+	// PieceBytes is how many compressed bytes (or eight times as many raw
+	// ones) a data file holds before the rest of its COPY goes on in a new
+	// one, at a row boundary, so that each is stored while the next is
+	// written and the spool holds two at most. 0 means DefaultPieceBytes;
+	// negative never cuts.
+	PieceBytes int64
 	TempDir    string // spool directory; "" uses os.TempDir()
 	// CopyFormat is "auto" (or ""): binary COPY for every table whose
 	// columns all have built-in types wayback can also print as text, text
@@ -193,11 +197,15 @@ func Take(ctx context.Context, fan *store.Fanout, opts Options) (*Manifest, erro
 	}
 
 	parts, err := planParts(ctx, conn, tables, opts.ChunkBytes, opts.Parallel)
+	pieceBytes := opts.PieceBytes
+	if pieceBytes == 0 {
+		pieceBytes = DefaultPieceBytes
+	}
 	if err != nil {
 		return nil, err
 	}
 	type result struct {
-		ref  FileRef
+		refs []FileRef // its pieces
 		rows int64
 		sum  *RowSum
 	}
@@ -235,18 +243,24 @@ func Take(ctx context.Context, fan *store.Fanout, opts Options) (*Manifest, erro
 			}
 			r := result{sum: NewRowSum(ManifestVersion, t.format)}
 			tb := time.Now()
-			ref, err := storeStream(ctx, fan, spool, key, func(w io.Writer) error {
-				tag, err := wconn.PgConn().CopyTo(ctx, io.MultiWriter(w, r.sum), query)
-				r.rows = tag.RowsAffected()
-				return err
-			})
+			ps, err := newPieces(ctx, fan, spool, key)
+			if err != nil {
+				return fmt.Errorf("back up table %s: %w", t.qualified(), err)
+			}
+			cut := &rowCutter{out: ps, sum: r.sum, binary: t.format == FormatBinary, limit: pieceBytes}
+			tag, err := wconn.PgConn().CopyTo(ctx, cut, query)
+			r.rows = tag.RowsAffected()
 			if err == nil {
 				err = r.sum.Err()
+			}
+			if err == nil {
+				r.refs, err = ps.Close()
+			} else {
+				ps.Abort()
 			}
 			if err != nil {
 				return fmt.Errorf("back up table %s: %w", t.qualified(), err)
 			}
-			r.ref = ref
 			log.Debug("table copied", zap.String("table", t.qualified()), zap.Int("chunk", p.chunk), zap.Int("of", p.of), zap.Duration("took", time.Since(tb)))
 			mu.Lock()
 			defer mu.Unlock()
@@ -261,7 +275,7 @@ func Take(ctx context.Context, fan *store.Fanout, opts Options) (*Manifest, erro
 			sum := NewRowSum(ManifestVersion, FormatText) // only merged into
 			for _, r := range results[i] {
 				tab.Rows += r.rows
-				tab.Files = append(tab.Files, r.ref)
+				tab.Files = append(tab.Files, r.refs...)
 				sum.Merge(r.sum)
 			}
 			tab.RowSum = sum.String()
@@ -419,35 +433,19 @@ func listSequences(ctx context.Context, conn *pgx.Conn) ([]Sequence, error) {
 // then stores it under key in every store, and returns its reference.
 // Spooling lets each store be retried without re-reading the database.
 func storeStream(ctx context.Context, fan *store.Fanout, spool, key string, produce func(io.Writer) error) (FileRef, error) {
-	f, err := os.CreateTemp(spool, "part-*")
+	ps, err := newPieces(ctx, fan, spool, key)
 	if err != nil {
-		return FileRef{}, fmt.Errorf("spool %s: %w", key, err)
-	}
-	path := f.Name()
-	defer os.Remove(path)
-	sum := sha256.New()
-	stored := &countWriter{w: io.MultiWriter(f, sum)}
-	zw := lz4.NewWriter(stored)
-	// No content checksum: the object's SHA-256 covers the same bytes, and
-	// xxh32 over every row costs the backup time for nothing.
-	if err := zw.Apply(lz4.ChecksumOption(false)); err != nil {
-		return FileRef{}, fmt.Errorf("configure lz4 for %s: %w", key, err)
-	}
-	raw := &countWriter{w: zw}
-	err = produce(raw)
-	if err == nil {
-		err = zw.Close()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return FileRef{}, fmt.Errorf("write %s: %w", key, err)
-	}
-	if err := fan.PutFile(ctx, key, path); err != nil {
 		return FileRef{}, err
 	}
-	return FileRef{Key: key, Size: stored.n, RawSize: raw.n, SHA256: hex.EncodeToString(sum.Sum(nil))}, nil
+	if err := produce(ps); err != nil {
+		ps.Abort()
+		return FileRef{}, fmt.Errorf("write %s: %w", key, err)
+	}
+	refs, err := ps.Close()
+	if err != nil {
+		return FileRef{}, err
+	}
+	return refs[0], nil
 }
 
 type countWriter struct {

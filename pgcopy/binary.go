@@ -341,6 +341,13 @@ func (w *TupleWriter) write(p []byte) error {
 	return nil
 }
 
+// AtTupleEnd reports whether everything written so far ends at a tuple
+// boundary: the header and every tuple are whole. A stream may be cut
+// there into two COPY BINARY streams.
+func (w *TupleWriter) AtTupleEnd() bool {
+	return w.err == nil && w.started && w.skip == 0 && len(w.pending) == 0
+}
+
 // Close reports an error if the stream ended mid-tuple or before the
 // trailer (wrapping io.ErrUnexpectedEOF), or if Write failed.
 func (w *TupleWriter) Close() error {
