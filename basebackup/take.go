@@ -251,6 +251,9 @@ func Take(ctx context.Context, fan *store.Fanout, opts Options) (*Manifest, erro
 			tag, err := wconn.PgConn().CopyTo(ctx, cut, query)
 			r.rows = tag.RowsAffected()
 			if err == nil {
+				err = cut.Flush()
+			}
+			if err == nil {
 				err = r.sum.Err()
 			}
 			if err == nil {
