@@ -2,6 +2,7 @@ package basebackup_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -242,41 +243,167 @@ func TestReadRowsBinaryEqualsText(t *testing.T) {
 		INSERT INTO kinds (id, n, f, ts, d) VALUES (-1, 'NaN', '-Infinity', 'infinity', '4713-01-01 BC');`); err != nil {
 		t.Fatal(err)
 	}
-	read := func(format string) map[string]bool {
-		t.Helper()
-		stores := []store.Store{store.NewFile(filepath.Join(t.TempDir(), "a"))}
-		fan := store.NewFanout(stores, 1, nil)
-		m, err := basebackup.Take(ctx, fan, basebackup.Options{DSN: src, CopyFormat: format})
-		fan.Wait()
-		if err != nil {
-			t.Fatal(err)
-		}
-		want := map[string]string{"auto": "binary", "text": "text"}[format]
-		if got := m.Tables[0].CopyFormat(); got != want {
-			t.Fatalf("copy_format %s stored kinds as %s, want %s", format, got, want)
-		}
-		rows := map[string]bool{}
-		err = basebackup.ReadRows(ctx, stores, m.Tables[0], nil, func(row wal.Tuple) error {
-			var b strings.Builder
-			for _, v := range row {
-				if v.Kind == wal.KindNull {
-					b.WriteString("<null>|")
-					continue
-				}
-				b.Write(v.Data)
-				b.WriteString("|")
-			}
-			rows[b.String()] = true
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return rows
-	}
-	bin, text := read("auto"), read("text")
+	bin, text := readRows(t, src, "kinds", "auto", "binary"), readRows(t, src, "kinds", "text", "text")
 	if len(bin) != 302 || len(text) != 302 {
 		t.Fatalf("read %d binary and %d text rows, want 302 each", len(bin), len(text))
+	}
+	for r := range text {
+		if !bin[r] {
+			t.Fatalf("text row %q has no equal among the binary rows", r)
+		}
+	}
+}
+
+// readRows takes a backup of src with copy_format format, checks that
+// table is stored in wantFormat, and returns its rows as ReadRows gives
+// them, each joined into one string.
+func readRows(t *testing.T, src, table, format, wantFormat string) map[string]bool {
+	t.Helper()
+	ctx := t.Context()
+	stores := []store.Store{store.NewFile(filepath.Join(t.TempDir(), "a"))}
+	fan := store.NewFanout(stores, 1, nil)
+	m, err := basebackup.Take(ctx, fan, basebackup.Options{DSN: src, CopyFormat: format})
+	fan.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab, ok := findTable(m, table)
+	if !ok {
+		t.Fatalf("the backup has no table %s", table)
+	}
+	if got := tab.CopyFormat(); got != wantFormat {
+		t.Fatalf("copy_format %s stored %s as %s, want %s", format, table, got, wantFormat)
+	}
+	rows := map[string]bool{}
+	err = basebackup.ReadRows(ctx, stores, tab, nil, func(row wal.Tuple) error {
+		var b strings.Builder
+		for _, v := range row {
+			if v.Kind == wal.KindNull {
+				b.WriteString("<null>|")
+				continue
+			}
+			b.Write(v.Data)
+			b.WriteString("|")
+		}
+		rows[b.String()] = true
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rows
+}
+
+func findTable(m *basebackup.Manifest, name string) (basebackup.Table, bool) {
+	for _, tab := range m.Tables {
+		if tab.Name == name {
+			return tab, true
+		}
+	}
+	return basebackup.Table{}, false
+}
+
+// TestDomainsBinary backs up domain columns in binary as their base types
+// (through a domain over a domain, over an array, and arrays of domains):
+// the manifest lists the base types, the backup loads into a new database
+// (whose domains have other OIDs) equal to the source, and undo reads the
+// same text from it as from a text backup. Domains over an enum, and
+// arrays of them, keep their table in text.
+func TestDomainsBinary(t *testing.T) {
+	ctx := t.Context()
+	c := testenv.NewCluster(t, testenv.Options{})
+	for _, db := range []string{"src", "dst"} {
+		if err := c.CreateDatabase(ctx, db); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src, dst := c.DSN("src"), c.DSN("dst")
+	if err := testenv.Exec(ctx, src, `
+		CREATE DOMAIN short_text AS text CHECK (length(VALUE) <= 20);
+		CREATE DOMAIN price AS numeric(10,2) CHECK (VALUE >= 0);
+		CREATE DOMAIN posint AS int4 CHECK (VALUE > 0);
+		CREATE DOMAIN small_posint AS posint CHECK (VALUE < 1000000);
+		CREATE DOMAIN vec AS int8[] CHECK (cardinality(VALUE) <= 3);
+		CREATE DOMAIN code AS char(3);
+		CREATE DOMAIN tag_list AS short_text[] CHECK (cardinality(VALUE) > 0);
+		CREATE TABLE dom (id small_posint PRIMARY KEY, name short_text NOT NULL, p price, v vec, c code,
+			at timestamptz, tags short_text[], tl tag_list, ps price[], ids small_posint[]);
+		INSERT INTO dom SELECT i, E'n\t' || i, i * 1.005, ARRAY[i, NULL, -i]::int8[], chr(65 + i % 26),
+			'2026-01-01 00:00:00+00'::timestamptz + i * interval '1 hour',
+			ARRAY['t' || i, NULL, 'a b', '"q"', ''], ARRAY[ARRAY['x', 'y,' || i], ARRAY[NULL, '{']],
+			ARRAY[i * 0.5, NULL], ARRAY[i, i + 1]
+		FROM generate_series(1, 500) i;
+		INSERT INTO dom (id, name, tags, ps) VALUES (999999, '', '{}', '[0:1]={1.25,2}');
+		CREATE TYPE mood AS ENUM ('sad', 'ok');
+		CREATE DOMAIN mood_d AS mood;
+		CREATE TABLE dom_enum (id int PRIMARY KEY, m mood_d);
+		INSERT INTO dom_enum SELECT i, (ARRAY['sad','ok'])[1 + i % 2]::mood_d FROM generate_series(1, 50) i;
+		CREATE TABLE dom_enum_array (id int PRIMARY KEY, ms mood_d[]);
+		INSERT INTO dom_enum_array SELECT i, ARRAY['sad', 'ok']::mood_d[] FROM generate_series(1, 50) i;`); err != nil {
+		t.Fatal(err)
+	}
+	// A binary array of a domain names the source database's domain OID;
+	// the restored database's domain has another (checked after the load).
+	rows, err := testenv.QueryRows(ctx, src, `SELECT (SELECT ((get_byte(b, 8)::int8 << 24) | (get_byte(b, 9) << 16) | (get_byte(b, 10) << 8) | get_byte(b, 11))
+			FROM (SELECT array_send(tags) AS b FROM dom WHERE id = 1) s), 'short_text'::regtype::oid`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows[0][0] != rows[0][1] {
+		t.Fatalf("a short_text[] value's binary form names element type %s, not short_text's OID %s", rows[0][0], rows[0][1])
+	}
+
+	want, err := testenv.Checksums(ctx, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stores := []store.Store{store.NewFile(filepath.Join(t.TempDir(), "a"))}
+	fan := store.NewFanout(stores, 1, nil)
+	m, err := basebackup.Take(ctx, fan, basebackup.Options{DSN: src, Parallel: 2})
+	fan.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, format := range map[string]string{"dom": "binary", "dom_enum": "text", "dom_enum_array": "text"} {
+		tab, ok := findTable(m, name)
+		if !ok {
+			t.Fatalf("the backup has no table %s", name)
+		}
+		if tab.CopyFormat() != format {
+			t.Errorf("table %s is stored as %s, want %s", name, tab.CopyFormat(), format)
+		}
+	}
+	dom, _ := findTable(m, "dom")
+	// int4 (through two domains), text, numeric, int8[], bpchar,
+	// timestamptz, text[] (twice), numeric[], int4[]
+	if got, want := fmt.Sprint(dom.ColumnTypes), "[23 25 1700 1016 1042 1184 1009 1009 1231 1007]"; got != want {
+		t.Errorf("dom's column types are %s, want the base types %s", got, want)
+	}
+	if err := basebackup.Load(ctx, m, stores, dst, basebackup.LoadOptions{Parallel: 2}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := testenv.Checksums(ctx, dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := testenv.DiffChecksums(want, got); d != "" {
+		t.Fatalf("restored database differs from the source:\n%s", d)
+	}
+	oids, err := testenv.QueryRows(ctx, dst, `SELECT 'short_text'::regtype::oid`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if oids[0][0] == rows[0][1] {
+		t.Fatalf("short_text has OID %s in both databases: the load did not show that the array's element OID is ignored", oids[0][0])
+	}
+	// The loaded arrays are of the restored domain.
+	if rows, err = testenv.QueryRows(ctx, dst, `SELECT count(*) FROM dom WHERE array_send(tags) <> array_send(tags::text[]::short_text[])`); err != nil || rows[0][0] != "0" {
+		t.Fatalf("loaded short_text[] values whose binary form differs from a fresh cast: %v %v", rows, err)
+	}
+
+	bin, text := readRows(t, src, "dom", "auto", "binary"), readRows(t, src, "dom", "text", "text")
+	if len(bin) != 501 || len(text) != 501 {
+		t.Fatalf("read %d binary and %d text rows, want 501 each", len(bin), len(text))
 	}
 	for r := range text {
 		if !bin[r] {

@@ -375,8 +375,14 @@ func (t tableName) qualified() string { return t.schema + "." + t.name }
 // outside the system schemas and wayback's own, largest first so that the
 // parallel copy ends evenly, each with the columns COPY writes (generated
 // and dropped ones left out). With binary, a table whose columns all have
-// types pgcopy prints exactly is copied in binary.
+// types pgcopy prints exactly is copied in binary; a domain column counts
+// as its base type and an array of a domain as an array of its base type,
+// which is what their binary values are (types records those OIDs).
 func listTables(ctx context.Context, conn *pgx.Conn, binary bool) ([]tableName, error) {
+	domains, err := listDomains(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
 	rows, err := conn.Query(ctx, `SELECT n.nspname, c.relname, pg_relation_size(c.oid),
 		coalesce(array_agg(a.attname ORDER BY a.attnum) FILTER (WHERE a.attnum IS NOT NULL), '{}'),
 		coalesce(array_agg(a.atttypid::int8 ORDER BY a.attnum) FILTER (WHERE a.attnum IS NOT NULL), '{}')
@@ -404,14 +410,85 @@ func listTables(ctx context.Context, conn *pgx.Conn, binary bool) ([]tableName, 
 			t.format = FormatBinary
 		}
 		for _, oid := range types {
-			t.types = append(t.types, uint32(oid))
-			if !pgcopy.Supported(uint32(oid)) {
+			typ := domains.binaryType(uint32(oid))
+			t.types = append(t.types, typ)
+			if !pgcopy.Supported(typ) {
 				t.format = FormatText
 			}
 		}
 		out = append(out, t)
 	}
 	return out, rows.Err()
+}
+
+// domainTypes says, for the types involving domains, which type a
+// column's binary COPY values are.
+type domainTypes struct {
+	base   map[uint32]uint32 // domain -> the type it is ultimately over, never a domain
+	arrays map[uint32]uint32 // array of a domain -> array of that base type
+}
+
+// binaryType is the type whose binary form a column of type oid has: a
+// domain's is its base type's (a domain sends and receives with its base
+// type's functions; domain_recv adds only the constraint checks). An
+// array of a domain is an array of the base type, except that array_send
+// names the domain as the element type. That OID is the source
+// database's own, but array_recv ignores an element type outside the
+// built-in range, reading the elements as the restored column's (checked
+// by TestDomainsBinary), and pgcopy.AppendText accepts it likewise.
+func (d domainTypes) binaryType(oid uint32) uint32 {
+	if b, ok := d.base[oid]; ok {
+		oid = b
+	}
+	// A domain over an array of a domain ends here too.
+	if a, ok := d.arrays[oid]; ok {
+		oid = a
+	}
+	return oid
+}
+
+// listDomains reads every domain's base type (pg_type.typbasetype,
+// followed through domains over domains) and maps the domains' array
+// types to their base types' array types.
+func listDomains(ctx context.Context, conn *pgx.Conn) (domainTypes, error) {
+	rows, err := conn.Query(ctx, `SELECT d.oid::int8, d.typarray::int8, d.typbasetype::int8, b.typarray::int8
+		FROM pg_type d JOIN pg_type b ON b.oid = d.typbasetype WHERE d.typtype = 'd'`)
+	if err != nil {
+		return domainTypes{}, fmt.Errorf("list domains: %w", err)
+	}
+	type domain struct{ array, next, nextArray uint32 }
+	domains := map[uint32]domain{}
+	var oid, array, next, nextArray int64
+	_, err = pgx.ForEachRow(rows, []any{&oid, &array, &next, &nextArray}, func() error {
+		domains[uint32(oid)] = domain{uint32(array), uint32(next), uint32(nextArray)}
+		return nil
+	})
+	if err != nil {
+		return domainTypes{}, fmt.Errorf("list domains: %w", err)
+	}
+	d := domainTypes{base: make(map[uint32]uint32, len(domains)), arrays: map[uint32]uint32{}}
+	for oid, dom := range domains {
+		last := dom
+		// PostgreSQL forbids cycles; the bound keeps a corrupt catalog
+		// from hanging the backup.
+		for i := 0; i <= len(domains); i++ {
+			n, ok := domains[last.next]
+			if !ok {
+				break
+			}
+			last = n
+		}
+		if _, ok := domains[last.next]; ok {
+			return domainTypes{}, fmt.Errorf("list domains: domain %d has a cycle of base types in pg_type", oid)
+		}
+		d.base[oid] = last.next
+		// The base type may have no array type (it is an array itself):
+		// then the domain's array type stays unresolved, so unsupported.
+		if dom.array != 0 && last.nextArray != 0 {
+			d.arrays[dom.array] = last.nextArray
+		}
+	}
+	return d, nil
 }
 
 func listSequences(ctx context.Context, conn *pgx.Conn) ([]Sequence, error) {

@@ -80,6 +80,13 @@ var ErrUnsupported = errors.New("no exact text conversion for this type")
 // DateStyle 'ISO, MDY', IntervalStyle postgres, TimeZone UTC,
 // extra_float_digits 3, bytea_output hex). It fails, returning dst
 // unchanged, for an unsupported type (ErrUnsupported) or a malformed value.
+//
+// An array value names its element type by OID. A different built-in
+// type than the array type's element type is refused; any other OID is
+// accepted, as PostgreSQL's array_recv does: an array of a domain over the
+// element type names the domain, whose OID only its database knows, and
+// holds the base type's binary values (a caller passes such a column as
+// an array of the base type).
 func AppendText(dst []byte, typeOID uint32, value []byte) ([]byte, error) {
 	out, err := appendText(dst, typeOID, value)
 	if err != nil {
@@ -812,6 +819,10 @@ func appendMoney(dst []byte, c int64) []byte {
 	return append(dst, buf[i:]...)
 }
 
+// firstGenbkiObjectID is PostgreSQL's FirstGenbkiObjectId: OIDs below it
+// are the built-in catalog's, the same in every database.
+const firstGenbkiObjectID = 10000
+
 // maxDim is PostgreSQL's MAXDIM, the most dimensions an array may have.
 const maxDim = 6
 
@@ -824,7 +835,7 @@ func appendArray(dst []byte, elem uint32, v []byte) ([]byte, error) {
 		return dst, errLength
 	}
 	ndim := int32(binary.BigEndian.Uint32(v))
-	if got := binary.BigEndian.Uint32(v[8:]); got != elem {
+	if got := binary.BigEndian.Uint32(v[8:]); got != elem && got < firstGenbkiObjectID {
 		return dst, fmt.Errorf("array of element type OID %d, want %d", got, elem)
 	}
 	if ndim < 0 || ndim > maxDim || len(v) < 12+8*int(ndim) {

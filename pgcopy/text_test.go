@@ -3,6 +3,7 @@ package pgcopy_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -366,6 +367,52 @@ func TestUnsupported(t *testing.T) {
 	}
 	if !pgcopy.Supported(pgcopy.Int4OID) {
 		t.Error("int4 not Supported")
+	}
+}
+
+// TestArrayOfDomain reads arrays of domains as arrays of their base types:
+// PostgreSQL's binary form of one names the domain as its element type (a
+// user-defined OID), and AppendText must print what array_out prints. A
+// built-in element type other than the array's is still refused.
+func TestArrayOfDomain(t *testing.T) {
+	ctx := t.Context()
+	c := testenv.NewCluster(t, testenv.Options{})
+	conn, err := wal.ConnectText(ctx, c.DSN(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, `CREATE DOMAIN dt AS text CHECK (VALUE <> 'x');
+		CREATE DOMAIN dn AS numeric(6,2); CREATE DOMAIN dd AS dn;`); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		lit, domain string
+		array       uint32 // the base type's array type
+	}{
+		{`ARRAY['a b', NULL, '"q"', '', 'NULL', 'c,d']::dt[]`, "dt", 1009},
+		{`ARRAY[ARRAY['a', 'b'], ARRAY['{', NULL]]::dt[]`, "dt", 1009},
+		{`'{}'::dt[]`, "dt", 1009},
+		{`'[0:2]={1.5,-2,NaN}'::dd[]`, "dd", 1231},
+	} {
+		var send []byte
+		var text string
+		var domain uint32
+		if err := conn.QueryRow(ctx, "SELECT array_send("+tc.lit+"), ("+tc.lit+")::text, '"+tc.domain+"'::regtype::oid").Scan(&send, &text, &domain); err != nil {
+			t.Fatal(err)
+		}
+		if got := binary.BigEndian.Uint32(send[8:]); got != domain {
+			t.Errorf("%s: binary array names element type %d, not the domain's %d", tc.lit, got, domain)
+		}
+		got, err := pgcopy.AppendText(nil, tc.array, send)
+		if err != nil || string(got) != text {
+			t.Errorf("%s: AppendText gives %q (%v), PostgreSQL prints %q", tc.lit, got, err, text)
+		}
+		// The same array naming a built-in type is a misread.
+		binary.BigEndian.PutUint32(send[8:], pgcopy.Int4OID)
+		if _, err := pgcopy.AppendText(nil, tc.array, send); err == nil {
+			t.Errorf("%s: AppendText accepted an array naming int4 as its element type", tc.lit)
+		}
 	}
 }
 
