@@ -60,11 +60,11 @@ type ArchiveOptions struct {
 	// archive's data key is created or rotated as needed.
 	Write bool
 	// MinReachable, with Check, is how many stores must answer for Open to
-	// succeed; 0 means every store. An agent passes its min_copies: the
-	// stores that do not answer stay in the archive (see Unreachable), and
-	// an agent started from it ships to the others and backfills them when
-	// they answer. When fewer answer, Open fails with a
-	// *store.UnreachableError naming them.
+	// succeed; 0 means every store. Writers pass their min_copies: the
+	// stores that do not answer stay in the archive (see Unreachable); an
+	// agent started from it ships to the others and backfills them when
+	// they answer, and Backup writes to the others. When fewer answer, Open
+	// fails with a *store.UnreachableError naming them.
 	MinReachable int
 	// Log receives structured logs; nil discards them.
 	Log *zap.Logger
@@ -77,7 +77,8 @@ type Archive struct {
 	stores []store.Store
 	log    *zap.Logger
 	owned  bool
-	down   []error // per store: why it did not answer Open's check
+	down   []error // per store: why it did not answer the last check
+	need   int     // stores that must answer a writer's check; 0: all
 }
 
 // Open opens every store of an archive.
@@ -102,7 +103,9 @@ func Open(ctx context.Context, o ArchiveOptions) (*Archive, error) {
 	}
 	var down []error
 	var isDown []bool
+	need := 0
 	if o.Check {
+		need = o.MinReachable
 		down, isDown = checkStores(ctx, stores)
 		if err := reachable(stores, down, o.MinReachable); err != nil {
 			closeAll()
@@ -116,7 +119,7 @@ func Open(ctx context.Context, o ArchiveOptions) (*Archive, error) {
 		}
 		return nil, err
 	}
-	return &Archive{stores: wrapped, log: log, owned: true, down: down}, nil
+	return &Archive{stores: wrapped, log: log, owned: true, down: down, need: need}, nil
 }
 
 // checkStores checks every store at once and returns each store's error,
@@ -151,9 +154,10 @@ func reachable(stores []store.Store, errs []error, need int) error {
 }
 
 // Unreachable returns, per store (in the order of Stores), why it did not
-// answer Open's check, nil for the stores that answered (and for every
-// store when Open did not check). An agent started from the archive treats
-// these stores as failing from its start.
+// answer the last check (Open's, or the last Backup's), nil for the
+// stores that answered (and for every store when nothing checked them).
+// After a Backup these are the stores that lack it. An agent started from
+// the archive treats these stores as failing from its start.
 func (a *Archive) Unreachable() []error {
 	out := make([]error, len(a.stores))
 	copy(out, a.down)
@@ -206,15 +210,66 @@ type BackupOptions struct {
 	Progress func(done, total int, table string)
 }
 
-// Backup takes a base backup of the source into every store of the
-// archive. It is consistent with a point of the change stream, so that
-// restores replay the archived segments from exactly there.
+// Backup takes a base backup of the source into the archive's stores. It
+// is consistent with a point of the change stream, so that restores replay
+// the archived segments from exactly there.
+//
+// It first checks the stores (all at once, each for at most
+// store.CheckTimeout), except those already known not to answer
+// (Unreachable). When at least MinReachable of them answer (every store
+// for an archive opened without Check), the backup goes to those, each of
+// which takes every object; the others are not waited on, lack the backup
+// (Unreachable names them afterwards, and a warning is logged for each),
+// and are backfilled by a running agent once they answer. When fewer
+// answer, Backup fails with a *store.UnreachableError before anything is
+// written.
 func (a *Archive) Backup(ctx context.Context, o BackupOptions) (*basebackup.Manifest, error) {
-	fan := store.NewFanout(a.stores, len(a.stores), a.log)
+	down := a.Unreachable()
+	var check []store.Store
+	var at []int
+	for i, s := range a.stores {
+		if down[i] == nil {
+			check, at = append(check, s), append(at, i)
+		}
+	}
+	for j, err := range store.CheckAll(ctx, check, store.CheckTimeout) {
+		down[at[j]] = err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := reachable(a.stores, down, a.need); err != nil {
+		return nil, err
+	}
+	a.down = down
+	up := 0
+	for _, err := range down {
+		if err == nil {
+			up++
+		}
+	}
+	// Every store that answered takes every object, manifest last, so each
+	// of them holds the whole backup; the others are skipped outright.
+	fan := store.NewFanout(a.stores, up, a.log)
+	for i, err := range down {
+		if err != nil {
+			fan.SetDown(i, err)
+		}
+	}
 	defer fan.Wait()
-	return basebackup.Take(ctx, fan, basebackup.Options{
+	m, err := basebackup.Take(ctx, fan, basebackup.Options{
 		DSN: o.DSN, BinDir: o.BinDir, Parallel: max(o.Parallel, 2), CopyFormat: o.CopyFormat, Log: a.log, Progress: o.Progress,
 	})
+	if err != nil {
+		return nil, err
+	}
+	for i, err := range down {
+		if err != nil {
+			a.log.Warn("store did not answer, so it lacks this backup: a running agent backfills it once the store answers; until then 'wayback verify' reports it as lacking the backup",
+				zap.String("store", a.stores[i].URL()), zap.String("backup", m.ID), zap.Int("stores_holding_it", up), zap.Error(err))
+		}
+	}
+	return m, nil
 }
 
 // Target is an instant to restore to; build one with AtTime, AtLSN, AtXID,

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 
+	"github.com/wayback-pitr/wayback/basebackup"
 	"github.com/wayback-pitr/wayback/config"
 	"github.com/wayback-pitr/wayback/crypt"
 	"github.com/wayback-pitr/wayback/metrics"
@@ -177,6 +178,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		return st.Gone, nil
 	})
+	// Backups are also written by `wayback backup`, which skips a store
+	// that does not answer it: every sixth pass (a minute by default) the
+	// stores' backups are compared, so that such a store is backfilled
+	// although the stream's own writes to it never failed.
+	a.opts.Fanout.AuditPrefix = basebackup.Prefix
+	a.opts.Fanout.AuditEvery = 6 * a.opts.RepairInterval
 	bg.Add(1)
 	go func() {
 		defer bg.Done()

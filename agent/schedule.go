@@ -148,7 +148,7 @@ func PlanRetention(ctx context.Context, stores []store.Store, p pitr.Policy, now
 	}
 	for _, l := range cat.Listings {
 		if l.Err != nil {
-			return nil, nil, nil, fmt.Errorf("retention needs every store, and %s cannot be listed: %w", l.URL, l.Err)
+			return nil, nil, nil, fmt.Errorf("retention needs every store, and %s cannot be listed, so nothing was deleted; run it again when the store answers: %w", l.URL, l.Err)
 		}
 	}
 	prior, err := pitr.ReadRetentionState(ctx, stores)

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -61,6 +62,16 @@ type Fanout struct {
 	// Admit checks it and copies what must precede everything else. While
 	// Admit fails the store stays failing and takes no writes.
 	Admit func(ctx context.Context, store int) error
+	// AuditPrefix, if set, makes RunRepair compare the keys under it in
+	// every store every AuditEvery, and mark a healthy store that lacks a
+	// key another store holds lagging, so that Repair backfills it. Failed
+	// writes mark a store by themselves, but another writer's objects are
+	// never seen here: a `wayback backup` run while a store did not answer
+	// it leaves that store without the backup, and this fan-out may have
+	// seen no failure at all.
+	AuditPrefix string
+	// AuditEvery is how often RunRepair audits AuditPrefix (default 1m).
+	AuditEvery time.Duration
 }
 
 // StoreState is the health of one store as the fan-out sees it.
@@ -384,7 +395,12 @@ func (f *Fanout) setBlocked(b bool, err error) {
 // RunRepair backfills lagging and failing stores every interval until ctx
 // ends.
 func (f *Fanout) RunRepair(ctx context.Context, interval time.Duration) {
+	lastAudit := time.Now() // every store starts lagging: the first pass compares them all
 	for {
+		if f.AuditPrefix != "" && time.Since(lastAudit) >= cmp.Or(f.AuditEvery, time.Minute) {
+			lastAudit = time.Now()
+			f.audit(ctx)
+		}
 		for i := range f.stores {
 			if f.State(i) == Healthy {
 				continue
@@ -398,6 +414,65 @@ func (f *Fanout) RunRepair(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-time.After(interval):
+		}
+	}
+}
+
+// audit marks lagging every healthy store that lacks a key under
+// AuditPrefix which another admitted store holds and the repair filter
+// does not skip (an expired backup being deleted is not missing). Stores
+// that cannot be listed are left to Repair, which finds them by itself.
+func (f *Fanout) audit(ctx context.Context) {
+	f.mu.Lock()
+	filter := f.repairFilter
+	f.mu.Unlock()
+	skip := func(string) bool { return false }
+	if filter != nil {
+		var err error
+		if skip, err = filter(ctx); err != nil {
+			f.log.Debug("audit skipped: cannot read what retention expired", zap.Error(err))
+			return
+		}
+	}
+	held := make([]map[string]bool, len(f.stores))
+	all := map[string]bool{}
+	for i, s := range f.stores {
+		if f.isUnadmitted(i) {
+			continue
+		}
+		lctx, cancel := context.WithTimeout(ctx, f.AttemptTimeout)
+		objs, err := s.List(lctx, f.AuditPrefix)
+		cancel()
+		if err != nil {
+			continue
+		}
+		held[i] = make(map[string]bool, len(objs))
+		for _, o := range objs {
+			held[i][o.Key] = true
+			if !skip(o.Key) {
+				all[o.Key] = true
+			}
+		}
+	}
+	for i, have := range held {
+		if have == nil {
+			continue
+		}
+		for k := range all {
+			if have[k] {
+				continue
+			}
+			f.mu.Lock()
+			lagging := f.state[i].state == Healthy
+			if lagging {
+				f.state[i] = storeState{state: Lagging, since: time.Now()}
+			}
+			f.mu.Unlock()
+			if lagging {
+				f.log.Info("store lacks objects another store holds (written while it did not answer another writer, such as 'wayback backup'): backfilling",
+					zap.String("store", f.stores[i].URL()), zap.String("first", k))
+			}
+			break
 		}
 	}
 }

@@ -291,3 +291,72 @@ func TestFanoutDownAtStartHoldsWithoutQuorum(t *testing.T) {
 		t.Fatalf("admitted %v, B holds %v", admitted.Load(), keys(t, b))
 	}
 }
+
+// TestFanoutAuditFindsAnotherWritersObjects: a backup another writer put
+// in store A alone (B did not answer it) is invisible to this fan-out,
+// whose own writes to B never failed; the audit of backups/ in RunRepair
+// marks B lagging and the next pass backfills it, manifest included, while
+// an expired backup (the repair filter) and keys outside the prefix do not
+// make it lag.
+func TestFanoutAuditFindsAnotherWritersObjects(t *testing.T) {
+	ctx := context.Background()
+	f, a, b := newPair(t, 2)
+	f.AuditPrefix = "backups/"
+	f.AuditEvery = 20 * time.Millisecond
+	f.SetRepairFilter(func(context.Context) (func(string) bool, error) {
+		return func(k string) bool { return k == "backups/expired/manifest.json" }, nil
+	})
+	for i := range 2 {
+		if _, err := f.Repair(ctx, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Put(ctx, "segments/1", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	// Neither an expired backup left in A nor a segment only A holds is a
+	// backup B misses.
+	for _, k := range []string{"backups/expired/manifest.json", "segments/other"} {
+		if err := PutBytes(ctx, a, k, []byte(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.audit(ctx)
+	if f.State(0) != Healthy || f.State(1) != Healthy {
+		t.Fatalf("after auditing nothing missing: A %s, B %s; want both healthy", f.State(0), f.State(1))
+	}
+	for _, k := range []string{"backups/b1/data/00001.copy.lz4", "backups/b1/manifest.json"} {
+		if err := PutBytes(ctx, a, k, []byte(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f.RunRepair(rctx, 10*time.Millisecond)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, err := b.Store.List(ctx, "backups/b1/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			<-done
+			t.Fatalf("B was not backfilled with the backup A alone holds: B has %v", keys(t, b))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	for _, k := range keys(t, b) {
+		if k == "backups/expired/manifest.json" {
+			t.Fatal("the audit's backfill copied an expired backup back")
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/wayback-pitr/wayback"
+	"github.com/wayback-pitr/wayback/basebackup"
 	"github.com/wayback-pitr/wayback/config"
 	"github.com/wayback-pitr/wayback/pitr"
 	"github.com/wayback-pitr/wayback/replay"
@@ -116,26 +117,74 @@ func backupCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "backup",
 		Short: "Take a base backup now",
-		Args:  cobra.NoArgs,
+		Long: `Takes a base backup of the source into the configured stores, consistent
+with a point of the change stream.
+
+Every store is checked first, all at once and each for at most 30s. When at
+least min_copies of them answer, the backup goes to those: every one of them
+takes the whole backup, and the command succeeds. Each store that did not
+answer is named in a warning on stderr; it lacks the backup until it answers
+and a running agent backfills it (manifest last), and 'wayback verify' and
+'wayback list' report it as lacking the backup meanwhile. With --json,
+"stores" lists the stores holding the backup and "missing_from" those
+lacking it.
+
+With fewer than min_copies stores answering (by default min_copies is every
+store), nothing is written: the command exits with status 1 and one line
+naming each store that did not answer. Run it again when they answer, or
+lower min_copies.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			e, err := g.open(cmd.Context(), config.Need{DSN: true, Stores: true, Write: true})
+			ctx := cmd.Context()
+			cfg, err := g.load(config.Need{DSN: true, Stores: true, Write: true})
 			if err != nil {
 				return err
 			}
-			defer e.close()
-			say := progress(e.log)
-			m, err := e.archive().Backup(cmd.Context(), wayback.BackupOptions{
-				DSN: e.cfg.Postgres.DSN, BinDir: e.cfg.Postgres.BinDir, Parallel: e.cfg.BaseBackup.Parallel, CopyFormat: e.cfg.BaseBackup.CopyFormat,
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			defer log.Sync()
+			ring, err := loadKeys(cfg.Encryption, os.LookupEnv)
+			if err != nil {
+				return err
+			}
+			// As the agent: the backup goes to the stores that answer, if
+			// min_copies do; the others are backfilled by the agent.
+			arc, err := wayback.Open(ctx, wayback.ArchiveOptions{Stores: cfg.Stores, Check: true, Write: true, Keys: ring, MinReachable: cfg.MinCopies, Log: log})
+			if err != nil {
+				return err
+			}
+			defer arc.Close()
+			say := progress(log)
+			m, err := arc.Backup(ctx, wayback.BackupOptions{
+				DSN: cfg.Postgres.DSN, BinDir: cfg.Postgres.BinDir, Parallel: cfg.BaseBackup.Parallel, CopyFormat: cfg.BaseBackup.CopyFormat,
 				Progress: func(done, total int, table string) { say("backed up %d/%d tables (%s)", done, total, table) },
 			})
 			if err != nil {
 				return err
 			}
+			out := struct {
+				*basebackup.Manifest
+				Stores      []string `json:"stores"`                 // holding the backup
+				MissingFrom []string `json:"missing_from,omitempty"` // did not answer: backfilled later
+			}{Manifest: m}
+			for i, err := range arc.Unreachable() {
+				if err != nil {
+					out.MissingFrom = append(out.MissingFrom, arc.Stores()[i].URL())
+				} else {
+					out.Stores = append(out.Stores, arc.Stores()[i].URL())
+				}
+			}
 			if g.jsonOut {
-				return printJSON(m)
+				return printJSON(out)
 			}
 			fmt.Printf("base backup %s: %d tables, %d rows, %s stored, consistent at LSN %s (%s), took %s\n",
 				m.ID, len(m.Tables), m.Rows(), human(m.Size()), m.ConsistentLSN, m.ConsistentTime.Format(time.RFC3339), m.FinishedAt.Sub(m.StartedAt).Round(time.Millisecond))
+			if len(out.MissingFrom) > 0 {
+				fmt.Printf("stored in %d of %d stores; not yet in %s (did not answer: a running agent backfills it)\n",
+					len(out.Stores), len(cfg.Stores), strings.Join(out.MissingFrom, ", "))
+			}
 			return nil
 		},
 	}

@@ -80,7 +80,7 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.slot, "slot", "", "replication slot (postgres.slot, default wayback)")
 	pf.StringVar(&g.pub, "publication", "", "publication (postgres.publication, default wayback)")
 	pf.StringArrayVar(&g.stores, "store", nil, "store URL, repeatable (stores)")
-	pf.IntVar(&g.minCopies, "min-copies", 0, "stores that must hold a segment before the slot advances (min_copies, default all)")
+	pf.IntVar(&g.minCopies, "min-copies", 0, "stores that must hold a segment before the slot advances, and must answer the agent at start and backup (min_copies, default all)")
 	pf.StringVar(&g.flush, "flush-interval", "", "how often to cut a segment (flush_interval, default 1s)")
 	pf.StringVar(&g.logLevel, "log-level", "info", "debug, info, warn or error")
 	pf.StringVar(&g.logFormat, "log-format", "console", "console or json")
@@ -224,11 +224,14 @@ func (e *cmdEnv) close() {
 	e.log.Sync()
 }
 
-// openStores opens every configured store. With check, each must also
-// answer before any data is touched, so a wrong bucket or credential fails
-// at once with its cause (agent, backup). Readers (list, restore, verify)
-// skip the check: any one store is enough, and an unreachable one is
-// reported rather than fatal.
+// openStores opens every configured store. With check, every store must
+// also answer (all are checked at once, each for at most
+// store.CheckTimeout) before any data is touched, so a wrong bucket or
+// credential fails at once with its cause; when any does not, it fails
+// with a *storesDownError naming each (retention, which needs them all;
+// the agent and backup check through wayback.Open, with min_copies).
+// Readers (list, restore, verify) skip the check: any one store is enough,
+// and an unreachable one is reported rather than fatal.
 func openStores(ctx context.Context, urls []string, log *zap.Logger, check bool) ([]store.Store, error) {
 	var out []store.Store
 	for _, u := range urls {
@@ -237,16 +240,56 @@ func openStores(ctx context.Context, urls []string, log *zap.Logger, check bool)
 			closeAll(out)
 			return nil, err
 		}
-		if check {
-			if err := store.CheckWithin(ctx, s, store.CheckTimeout); err != nil {
-				closeAll(append(out, s))
-				return nil, err
-			}
-		}
 		out = append(out, s)
+	}
+	if !check {
+		return out, nil
+	}
+	errs := store.CheckAll(ctx, out, store.CheckTimeout)
+	if err := ctx.Err(); err != nil {
+		closeAll(out)
+		return nil, err
+	}
+	down := &storesDownError{of: len(out)}
+	for i, err := range errs {
+		if err != nil {
+			down.urls = append(down.urls, out[i].URL())
+			down.errs = append(down.errs, err)
+		}
+	}
+	if len(down.urls) > 0 {
+		closeAll(out)
+		return nil, down
 	}
 	return out, nil
 }
+
+// storesDownError names the stores that did not answer a command that
+// needs every store.
+type storesDownError struct {
+	of   int // stores configured
+	urls []string
+	errs []error
+}
+
+// stores says which stores did not answer, and why, on one line.
+func (e *storesDownError) stores() string {
+	var parts []string
+	for i, u := range e.urls {
+		msg := e.errs[i].Error()
+		if !strings.HasPrefix(msg, "store "+u) {
+			msg = "store " + u + ": " + msg
+		}
+		parts = append(parts, msg)
+	}
+	return fmt.Sprintf("%d of %d stores did not answer (%s)", len(e.urls), e.of, strings.Join(parts, "; "))
+}
+
+func (e *storesDownError) Error() string {
+	return "this command needs every store, and " + e.stores() + ", so nothing was written. Run it again when every store answers"
+}
+
+func (e *storesDownError) Unwrap() []error { return e.errs }
 
 // loadKeys reads the encryption keys the configuration names; none set
 // gives an empty keyring (encryption off).

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -29,11 +30,21 @@ the oldest kept backup stays restorable. The agent does this after each
 scheduled backup; run it by hand with --dry-run to see what would go.
 
 Deletion is crash-safe and idempotent: an interrupted run leaves a restorable
-archive that 'wayback verify' accepts, and the next run finishes it.`,
+archive that 'wayback verify' accepts, and the next run finishes it.
+
+Retention needs every store: when one does not answer (each is checked for
+at most 30s), nothing is deleted anywhere and the command exits with status 1
+and one line naming the store; run it again when it answers.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			e, err := g.open(ctx, config.Need{Stores: true, Write: !dryRun})
+			var down *storesDownError
+			if errors.As(err, &down) {
+				// Expiring in some stores only would leave them disagreeing
+				// about what the archive holds.
+				return fmt.Errorf("retention deletes from every store, and %s, so nothing was deleted: run 'wayback retention' again when every store answers", down.stores())
+			}
 			if err != nil {
 				return err
 			}
