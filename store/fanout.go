@@ -419,9 +419,10 @@ func (f *Fanout) RunRepair(ctx context.Context, interval time.Duration) {
 }
 
 // audit marks lagging every healthy store that lacks a key under
-// AuditPrefix which another admitted store holds and the repair filter
-// does not skip (an expired backup being deleted is not missing). Stores
-// that cannot be listed are left to Repair, which finds them by itself.
+// AuditPrefix which another store holds and the repair filter does not
+// skip (an expired backup being deleted is not missing). Stores that are
+// failing or cannot be listed are left to Repair, which finds them by
+// itself.
 func (f *Fanout) audit(ctx context.Context) {
 	f.mu.Lock()
 	filter := f.repairFilter
@@ -437,7 +438,9 @@ func (f *Fanout) audit(ctx context.Context) {
 	held := make([]map[string]bool, len(f.stores))
 	all := map[string]bool{}
 	for i, s := range f.stores {
-		if f.isUnadmitted(i) {
+		// A failing store is compared in full once it answers; listing it
+		// here would only wait on it.
+		if f.isUnadmitted(i) || f.State(i) == Failing {
 			continue
 		}
 		lctx, cancel := context.WithTimeout(ctx, f.AttemptTimeout)
