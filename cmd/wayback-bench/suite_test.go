@@ -85,20 +85,17 @@ func TestSuiteShippingOnly(t *testing.T) {
 	if rep.AgentStartup <= 0 || rep.AgentStartup >= rep.ShipAgent || rep.SegmentBytes <= 0 || rep.Backup != 0 || rep.Replay != 0 {
 		t.Errorf("start-up %v of %v, segment bytes %d, backup %v, replay %v", rep.AgentStartup, rep.ShipAgent, rep.SegmentBytes, rep.Backup, rep.Replay)
 	}
-	for name, n := range map[string]int{"backup": len(rep.Backups), "pg_dump": len(rep.DumpGzips), "pg_dump -Z0": len(rep.DumpZ0s),
-		"load": len(rep.Loads), "pg_restore": len(rep.PgRestores)} {
-		if n != o.BaseRounds {
-			t.Errorf("%s measured in %d rounds, want %d", name, n, o.BaseRounds)
-		}
+	if n := len(rep.Backups) + len(rep.DumpGzips) + len(rep.DumpZ0s) + len(rep.Loads) + len(rep.PgRestores); n != 0 {
+		t.Errorf("a shipping-only run measured %d base figures", n)
 	}
 	var out strings.Builder
 	rep.print(&out)
-	for _, want := range []string{"Base rounds, each tool first in turn", "| Shipping: drain", "| Agent start-up", "| CPU while shipping", "| Archive: bytes per transaction", "Shipping rounds"} {
+	for _, want := range []string{"| Shipping: drain", "| Agent start-up", "| CPU while shipping", "| Archive: bytes per transaction", "Shipping rounds"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
 		}
 	}
-	for _, unwanted := range []string{"| Base backup", "| Restore", "| Replay"} {
+	for _, unwanted := range []string{"| Base backup", "| Restore", "| Replay", "Base rounds"} {
 		if strings.Contains(out.String(), unwanted) {
 			t.Errorf("shipping-only report has %q:\n%s", unwanted, out.String())
 		}
