@@ -210,6 +210,14 @@ func TestDDLNonStandardStrings(t *testing.T) {
 	// A commit after the checkpoint, so the archive reaches past it.
 	e.exec(`INSERT INTO t VALUES (100, 'after the checkpoint')`)
 	e.waitArchived()
+	// A target whose database refuses \' in string literals still takes
+	// the DDL that the source accepted (replay pins backslash_quote on).
+	if err := e.pg.CreateDatabase(ctx, "restored"); err != nil {
+		t.Fatal(err)
+	}
+	if err := testenv.Exec(ctx, e.pg.DSN("postgres"), `ALTER DATABASE restored SET backslash_quote = off`); err != nil {
+		t.Fatal(err)
+	}
 	e.mustRun("restore", "--target-dsn", e.pg.DSN("restored"), "--to-time", cp.at.Format(time.RFC3339Nano))
 	e.assertRestored("restored", cp.sums, cp.name)
 	for _, tbl := range []string{"public.t", "public.u", `public.odd\name`} {

@@ -25,6 +25,11 @@ var textSettings = [...][2]string{
 	{"bytea_output", "hex"},
 	{"lc_monetary", "C"},
 	{"standard_conforming_strings", "on"},
+	// Replay runs DDL captured under standard_conforming_strings = off,
+	// where 'it\'s' is how a quote is written; a target whose database or
+	// role sets backslash_quote = off would refuse what the source took.
+	// Every wayback connection speaks UTF-8, where \' is safe.
+	{"backslash_quote", "on"},
 }
 
 // PinTextSettings adds the settings under which wayback prints and parses
