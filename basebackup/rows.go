@@ -25,6 +25,20 @@ func ReadRows(ctx context.Context, stores []store.Store, t Table, log *zap.Logge
 	if log == nil {
 		log = zap.NewNop()
 	}
+	// A type this version cannot print is the manifest's doing, not a
+	// store's: say so before reading anything, instead of trying every
+	// store's copy and blaming them all.
+	if t.CopyFormat() == FormatBinary {
+		for i, oid := range t.ColumnTypes {
+			if !pgcopy.Supported(oid) {
+				col := fmt.Sprint(i + 1)
+				if i < len(t.Columns) {
+					col = t.Columns[i]
+				}
+				return fmt.Errorf("read table %s.%s: column %s is stored in binary as type OID %d, which this version of wayback cannot read: run a wayback at least as new as the one that took the backup", t.Schema, t.Name, col, oid)
+			}
+		}
+	}
 	for _, f := range t.Files {
 		var errs []error
 		ok := false
