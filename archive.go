@@ -3,6 +3,8 @@ package wayback
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -154,10 +156,11 @@ func reachable(stores []store.Store, errs []error, need int) error {
 }
 
 // Unreachable returns, per store (in the order of Stores), why it did not
-// answer the last check (Open's, or the last Backup's), nil for the
-// stores that answered (and for every store when nothing checked them).
-// After a Backup these are the stores that lack it. An agent started from
-// the archive treats these stores as failing from its start.
+// answer the last check (Open's, or the last Backup's) or failed during
+// the last Backup, nil for the others (and for every store when nothing
+// checked them). After a Backup these are the stores that lack it; later
+// Backups of this Archive skip them too. An agent started from the
+// archive treats these stores as failing from its start.
 func (a *Archive) Unreachable() []error {
 	out := make([]error, len(a.stores))
 	copy(out, a.down)
@@ -223,6 +226,16 @@ type BackupOptions struct {
 // and are backfilled by a running agent once they answer. When fewer
 // answer, Backup fails with a *store.UnreachableError before anything is
 // written.
+//
+// A store that answered but then fails a write (after the fan-out's
+// quick retries, store.Fanout.DropFailing) is treated the same way from
+// then on: it takes nothing more, so never the manifest, and Unreachable
+// names it afterwards, as long as MinReachable stores are left. When fewer
+// are left, Backup fails at once with an error naming the failed stores
+// that wraps a *store.TooFewCopiesError, and no store gets the manifest:
+// the objects already written are not a backup (retention deletes them
+// once they are pitr.OrphanAge old). It never holds and retries as the
+// agent does, so a cron job ends, in minutes at worst, and says why.
 func (a *Archive) Backup(ctx context.Context, o BackupOptions) (*basebackup.Manifest, error) {
 	down := a.Unreachable()
 	var check []store.Store
@@ -242,35 +255,75 @@ func (a *Archive) Backup(ctx context.Context, o BackupOptions) (*basebackup.Mani
 		return nil, err
 	}
 	a.down = down
-	up := 0
-	for _, err := range down {
-		if err == nil {
-			up++
-		}
+	need := a.need
+	if need <= 0 || need > len(a.stores) {
+		need = len(a.stores)
 	}
 	// Every store that answered takes every object, manifest last, so each
-	// of them holds the whole backup; the others are skipped outright.
-	fan := store.NewFanout(a.stores, up, a.log)
+	// of them holds the whole backup; the others are skipped outright. One
+	// that fails is dropped rather than waited for: a backup must end.
+	fan := store.NewFanout(a.stores, need, a.log)
+	fan.DropFailing = true
 	for i, err := range down {
 		if err != nil {
 			fan.SetDown(i, err)
 		}
 	}
-	defer fan.Wait()
 	m, err := basebackup.Take(ctx, fan, basebackup.Options{
 		DSN: o.DSN, BinDir: o.BinDir, Parallel: max(o.Parallel, 2), CopyFormat: o.CopyFormat, Log: a.log, Progress: o.Progress,
 	})
+	fan.Wait()
+	dropped := fan.Dropped()
+	for i, derr := range dropped {
+		if derr != nil {
+			down[i] = derr
+		}
+	}
 	if err != nil {
+		var few *store.TooFewCopiesError
+		if errors.As(err, &few) {
+			return nil, &backupShortError{few: few}
+		}
 		return nil, err
 	}
+	holding := 0
+	for _, err := range down {
+		if err == nil {
+			holding++
+		}
+	}
 	for i, err := range down {
-		if err != nil {
+		switch {
+		case dropped[i] != nil:
+			a.log.Warn("store failed during the backup, so it lacks this backup: a running agent backfills it once the store answers; until then 'wayback verify' reports it as lacking the backup",
+				zap.String("store", a.stores[i].URL()), zap.String("backup", m.ID), zap.Int("stores_holding_it", holding), zap.Error(err))
+		case err != nil:
 			a.log.Warn("store did not answer, so it lacks this backup: a running agent backfills it once the store answers; until then 'wayback verify' reports it as lacking the backup",
-				zap.String("store", a.stores[i].URL()), zap.String("backup", m.ID), zap.Int("stores_holding_it", up), zap.Error(err))
+				zap.String("store", a.stores[i].URL()), zap.String("backup", m.ID), zap.Int("stores_holding_it", holding), zap.Error(err))
 		}
 	}
 	return m, nil
 }
+
+// backupShortError says that stores failed during a backup until fewer
+// than min_copies were left, so that it was abandoned without a manifest.
+type backupShortError struct {
+	few *store.TooFewCopiesError
+}
+
+func (e *backupShortError) Error() string {
+	what := "backup"
+	if rest, ok := strings.CutPrefix(e.few.Key, basebackup.Prefix); ok {
+		id, _, _ := strings.Cut(rest, "/")
+		what += " " + id
+	}
+	return fmt.Sprintf("%s failed: %d of %d stores failed while it was being written (%s), leaving %d but min_copies is %d, "+
+		"so no manifest was written anywhere and the objects already stored are not a backup (retention deletes them once they are %.0fh old). "+
+		"Run 'wayback backup' again when the stores answer, or lower min_copies to back up to the others meanwhile",
+		what, len(e.few.URLs), len(e.few.URLs)+e.few.Left, e.few.Stores(), e.few.Left, e.few.Required, pitr.OrphanAge.Hours())
+}
+
+func (e *backupShortError) Unwrap() error { return e.few }
 
 // Target is an instant to restore to; build one with AtTime, AtLSN, AtXID,
 // AtMark or Latest.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -72,7 +73,55 @@ type Fanout struct {
 	AuditPrefix string
 	// AuditEvery is how often RunRepair audits AuditPrefix (default 1m).
 	AuditEvery time.Duration
+	// DropFailing, if set, is for a writer that must end in bounded time
+	// with each store it kept holding everything it wrote (`wayback
+	// backup`), rather than hold until enough stores answer (the agent,
+	// which must not advance the slot past a segment too few stores hold).
+	// Put then waits for every store still taking writes, not just
+	// MinCopies of them, so that an object written after another (a
+	// manifest) is never in a store that lacks the first; a store whose
+	// QuickTries for an object all fail is dropped for good and takes
+	// nothing more from this fan-out (Dropped names it); and once fewer
+	// than MinCopies stores are left, Put fails with a
+	// *TooFewCopiesError instead of holding. A Put thus takes at most
+	// about QuickTries × AttemptTimeout, and Repair is not meant to run.
+	// Set it before the first write.
+	DropFailing bool
+	dropped     []error // per store: why DropFailing dropped it
 }
+
+// TooFewCopiesError says that a write of a fan-out with DropFailing could
+// not reach MinCopies stores, because stores failed while it ran.
+type TooFewCopiesError struct {
+	// Key is the object whose write failed.
+	Key string
+	// Required is MinCopies; Left how many stores still take writes.
+	Required, Left int
+	// URLs and Errs name each store dropped and why.
+	URLs []string
+	Errs []error
+}
+
+func (e *TooFewCopiesError) Error() string {
+	return fmt.Sprintf("put %s: %d of %d stores failed while being written (%s), leaving %d but min_copies is %d",
+		e.Key, len(e.URLs), len(e.URLs)+e.Left, e.Stores(), e.Left, e.Required)
+}
+
+// Stores says which stores were dropped, and why, on one line.
+func (e *TooFewCopiesError) Stores() string {
+	var parts []string
+	for i, u := range e.URLs {
+		msg := e.Errs[i].Error()
+		if !strings.HasPrefix(msg, "store "+u) {
+			msg = "store " + u + ": " + msg
+		}
+		parts = append(parts, msg)
+	}
+	return strings.Join(parts, "; ")
+}
+
+// Unwrap returns the dropped stores' errors.
+func (e *TooFewCopiesError) Unwrap() []error { return e.Errs }
 
 // StoreState is the health of one store as the fan-out sees it.
 type StoreState int
@@ -107,7 +156,7 @@ func NewFanout(stores []Store, minCopies int, log *zap.Logger) *Fanout {
 		st[i] = storeState{state: Lagging, since: time.Now()}
 	}
 	return &Fanout{stores: stores, minCopies: minCopies, log: log, state: st,
-		unadmitted: make([]bool, len(stores)), admitErr: make([]string, len(stores)),
+		unadmitted: make([]bool, len(stores)), admitErr: make([]string, len(stores)), dropped: make([]error, len(stores)),
 		AttemptTimeout: 30 * time.Second, QuickTries: 3, MaxBackoff: 5 * time.Second}
 }
 
@@ -173,6 +222,9 @@ func (f *Fanout) PutFile(ctx context.Context, key, path string) error {
 }
 
 func (f *Fanout) put(ctx context.Context, key string, src source) error {
+	if f.DropFailing {
+		return f.putOrDrop(ctx, key, src)
+	}
 	// Failing stores are skipped while the others can reach min_copies;
 	// Repair brings them back.
 	var try []int
@@ -256,6 +308,93 @@ func (f *Fanout) put(ctx context.Context, key string, src source) error {
 	}
 }
 
+// putOrDrop is put with DropFailing: every store still taking writes
+// gets its QuickTries, and is waited for; those that fail are dropped.
+func (f *Fanout) putOrDrop(ctx context.Context, key string, src source) error {
+	var try []int
+	f.mu.Lock()
+	for i := range f.stores {
+		if !f.unadmitted[i] && f.dropped[i] == nil {
+			try = append(try, i)
+		}
+	}
+	f.mu.Unlock()
+	if err := f.tooFew(key); err != nil {
+		return err // another write dropped stores meanwhile
+	}
+	done := make(chan error, len(try))
+	for _, i := range try {
+		f.bg.Add(1)
+		go func() {
+			defer f.bg.Done()
+			err := f.tryStore(ctx, i, key, src, f.QuickTries)
+			var local *sourceError
+			if err != nil && ctx.Err() == nil && !errors.As(err, &local) {
+				f.drop(i, err)
+				err = nil // the store's failure, counted by tooFew
+			}
+			done <- err
+		}()
+	}
+	var errs []error
+	for range try {
+		// tryStore gives up as soon as ctx ends.
+		if err := <-done; err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("put %s: %w", key, errors.Join(errs...))
+	}
+	return f.tooFew(key)
+}
+
+// drop takes store i out of a DropFailing fan-out's writes for good.
+func (f *Fanout) drop(i int, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.dropped[i] != nil {
+		return
+	}
+	f.dropped[i] = err
+	f.state[i] = storeState{state: Failing, lastErr: err, since: time.Now()}
+	f.log.Warn("store failed while being written: it takes nothing more from this run, and lacks what it missed until it is backfilled",
+		zap.String("store", f.stores[i].URL()), zap.Error(err))
+}
+
+// tooFew returns a *TooFewCopiesError when DropFailing has left fewer
+// than MinCopies stores taking writes, nil otherwise.
+func (f *Fanout) tooFew(key string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e := &TooFewCopiesError{Key: key, Required: f.minCopies}
+	for i, err := range f.dropped {
+		switch {
+		case err != nil:
+			e.URLs = append(e.URLs, f.stores[i].URL())
+			e.Errs = append(e.Errs, err)
+		case !f.unadmitted[i]:
+			e.Left++
+		}
+	}
+	if e.Left >= f.minCopies {
+		return nil
+	}
+	return e
+}
+
+// Dropped returns, per store (in the order of Stores), why a fan-out with
+// DropFailing stopped writing to it, nil for the others: these stores
+// lack objects written since.
+func (f *Fanout) Dropped() []error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.dropped)
+}
+
 func (f *Fanout) isUnadmitted(i int) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -331,7 +470,7 @@ func (f *Fanout) tryStore(ctx context.Context, i int, key string, src source, tr
 		var closeFn func()
 		r, size, closeFn, err = src()
 		if err != nil {
-			return fmt.Errorf("open source for %s: %w", key, err)
+			return &sourceError{fmt.Errorf("open source for %s: %w", key, err)}
 		}
 		actx, cancel := context.WithTimeout(ctx, f.AttemptTimeout)
 		err = s.Put(actx, key, r, size)
@@ -355,9 +494,18 @@ func (f *Fanout) tryStore(ctx context.Context, i int, key string, src source, tr
 	return fmt.Errorf("store %s: %w", s.URL(), err)
 }
 
+// sourceError is a failure to read what is being written, which is no
+// store's fault.
+type sourceError struct{ error }
+
+func (e *sourceError) Unwrap() error { return e.error }
+
 func (f *Fanout) markOK(i int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.dropped[i] != nil {
+		return // a write that began before the drop; it stays dropped
+	}
 	if f.state[i].state == Failing {
 		// It answers again but has missed objects: Repair will tell.
 		f.state[i] = storeState{state: Lagging, since: time.Now()}
@@ -370,7 +518,7 @@ func (f *Fanout) markOK(i int) {
 func (f *Fanout) markFailing(i int, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.state[i].state != Failing {
+	if f.state[i].state != Failing && !f.DropFailing { // drop says it then
 		f.log.Warn("store failing: skipping it and backfilling when it answers again",
 			zap.String("store", f.stores[i].URL()), zap.Error(err))
 	}

@@ -15,11 +15,16 @@ import (
 type switchable struct {
 	Store
 	down atomic.Bool
+	hang atomic.Bool // writes wait for their context to end
 }
 
 var errDown = errors.New("store is down")
 
 func (s *switchable) Put(ctx context.Context, key string, r io.ReadSeeker, size int64) error {
+	if s.hang.Load() {
+		<-ctx.Done()
+		return ctx.Err()
+	}
 	if s.down.Load() {
 		return errDown
 	}
@@ -358,5 +363,73 @@ func TestFanoutAuditFindsAnotherWritersObjects(t *testing.T) {
 		if k == "backups/expired/manifest.json" {
 			t.Fatal("the audit's backfill copied an expired backup back")
 		}
+	}
+}
+
+// TestFanoutDropFailing: with DropFailing (wayback backup), a store that
+// fails partway is dropped for good while MinCopies stores are left (it
+// gets nothing more, not even once it answers again, so never a manifest
+// after missing an object), and Dropped names it. With too few left a Put
+// fails with a *TooFewCopiesError, within QuickTries × AttemptTimeout even
+// when the store hangs, and every later Put fails at once without writing.
+func TestFanoutDropFailing(t *testing.T) {
+	ctx := context.Background()
+	f, a, b := newPair(t, 1)
+	f.DropFailing = true
+	if err := f.Put(ctx, "backups/x/data/1", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	b.down.Store(true)
+	if err := f.Put(ctx, "backups/x/data/2", []byte("2")); err != nil {
+		t.Fatalf("put with one of two stores failing and min_copies 1: %v", err)
+	}
+	b.down.Store(false)
+	if err := f.Put(ctx, "backups/x/manifest.json", []byte("m")); err != nil {
+		t.Fatal(err)
+	}
+	f.Wait()
+	if d := f.Dropped(); d[0] != nil || !errors.Is(d[1], errDown) {
+		t.Fatalf("Dropped() = %v, want B alone, for errDown", d)
+	}
+	if got := keys(t, b); len(got) != 1 || got[0] != "backups/x/data/1" {
+		t.Fatalf("dropped store B holds %v, want only what it took before failing", got)
+	}
+	if got := keys(t, a); len(got) != 3 {
+		t.Fatalf("store A holds %v, want all three objects", got)
+	}
+
+	for _, mode := range []string{"down", "hang"} {
+		t.Run(mode, func(t *testing.T) {
+			f, a, b := newPair(t, 2)
+			f.DropFailing = true
+			if err := f.Put(ctx, "backups/y/data/1", []byte("1")); err != nil {
+				t.Fatal(err)
+			}
+			if mode == "down" {
+				b.down.Store(true)
+			} else {
+				b.hang.Store(true)
+			}
+			began := time.Now()
+			err := f.Put(ctx, "backups/y/data/2", []byte("2"))
+			took := time.Since(began)
+			var few *TooFewCopiesError
+			if !errors.As(err, &few) || few.Required != 2 || few.Left != 1 || len(few.URLs) != 1 || few.URLs[0] != b.URL() {
+				t.Fatalf("put with min_copies 2 and B %s: want a TooFewCopiesError naming B, got %v", mode, err)
+			}
+			// QuickTries 2 × AttemptTimeout 1s, plus a 100ms backoff.
+			if took > 4*time.Second {
+				t.Fatalf("put with B %s took %s, want it bounded by the quick tries", mode, took)
+			}
+			b.down.Store(false)
+			b.hang.Store(false)
+			if err := f.Put(ctx, "backups/y/manifest.json", []byte("m")); !errors.As(err, &few) {
+				t.Fatalf("put after B was dropped below min_copies: want a TooFewCopiesError, got %v", err)
+			}
+			f.Wait()
+			if got := keys(t, a); len(got) != 2 || got[1] != "backups/y/data/2" {
+				t.Fatalf("store A holds %v: want the objects before the manifest, and no manifest", got)
+			}
+		})
 	}
 }

@@ -132,7 +132,15 @@ lacking it.
 With fewer than min_copies stores answering (by default min_copies is every
 store), nothing is written: the command exits with status 1 and one line
 naming each store that did not answer. Run it again when they answer, or
-lower min_copies.`,
+lower min_copies.
+
+A store that answered but fails while the backup is written (each object
+gets three tries of at most 30s) is dropped the same way: it takes nothing
+more, is named in a warning and in "missing_from", and the backup goes on
+in the others as long as min_copies are left. When fewer are left, the
+command stops at once with status 1 and one line naming the failed stores,
+and no store gets the manifest: the objects already stored are not a
+backup, and retention deletes them after a day.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -167,7 +175,7 @@ lower min_copies.`,
 			out := struct {
 				*basebackup.Manifest
 				Stores      []string `json:"stores"`                 // holding the backup
-				MissingFrom []string `json:"missing_from,omitempty"` // did not answer: backfilled later
+				MissingFrom []string `json:"missing_from,omitempty"` // did not answer, or failed during it: backfilled later
 			}{Manifest: m}
 			for i, err := range arc.Unreachable() {
 				if err != nil {
@@ -182,7 +190,7 @@ lower min_copies.`,
 			fmt.Printf("base backup %s: %d tables, %d rows, %s stored, consistent at LSN %s (%s), took %s\n",
 				m.ID, len(m.Tables), m.Rows(), human(m.Size()), m.ConsistentLSN, m.ConsistentTime.Format(time.RFC3339), m.FinishedAt.Sub(m.StartedAt).Round(time.Millisecond))
 			if len(out.MissingFrom) > 0 {
-				fmt.Printf("stored in %d of %d stores; not yet in %s (did not answer: a running agent backfills it)\n",
+				fmt.Printf("stored in %d of %d stores; not yet in %s (did not answer, or failed during the backup: a running agent backfills it)\n",
 					len(out.Stores), len(cfg.Stores), strings.Join(out.MissingFrom, ", "))
 			}
 			return nil
