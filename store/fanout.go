@@ -87,7 +87,8 @@ type Fanout struct {
 	// about QuickTries × AttemptTimeout, and Repair is not meant to run.
 	// Set it before the first write.
 	DropFailing bool
-	dropped     []error // per store: why DropFailing dropped it
+	dropped     []error         // per store: why DropFailing dropped it
+	dropSig     []chan struct{} // per store: closed when it is dropped
 }
 
 // TooFewCopiesError says that a write of a fan-out with DropFailing could
@@ -155,8 +156,12 @@ func NewFanout(stores []Store, minCopies int, log *zap.Logger) *Fanout {
 	for i := range st {
 		st[i] = storeState{state: Lagging, since: time.Now()}
 	}
+	sig := make([]chan struct{}, len(stores))
+	for i := range sig {
+		sig[i] = make(chan struct{})
+	}
 	return &Fanout{stores: stores, minCopies: minCopies, log: log, state: st,
-		unadmitted: make([]bool, len(stores)), admitErr: make([]string, len(stores)), dropped: make([]error, len(stores)),
+		unadmitted: make([]bool, len(stores)), admitErr: make([]string, len(stores)), dropped: make([]error, len(stores)), dropSig: sig,
 		AttemptTimeout: 30 * time.Second, QuickTries: 3, MaxBackoff: 5 * time.Second}
 }
 
@@ -327,7 +332,19 @@ func (f *Fanout) putOrDrop(ctx context.Context, key string, src source) error {
 		f.bg.Add(1)
 		go func() {
 			defer f.bg.Done()
-			err := f.tryStore(ctx, i, key, src, f.QuickTries)
+			// Once another write drops the store, this one stops waiting
+			// on it too: the run's delay is one write's tries, not several
+			// in a row.
+			sctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			go func() {
+				select {
+				case <-f.dropSig[i]:
+					cancel()
+				case <-sctx.Done():
+				}
+			}()
+			err := f.tryStore(sctx, i, key, src, f.QuickTries)
 			var local *sourceError
 			if err != nil && ctx.Err() == nil && !errors.As(err, &local) {
 				f.drop(i, err)
@@ -360,6 +377,7 @@ func (f *Fanout) drop(i int, err error) {
 		return
 	}
 	f.dropped[i] = err
+	close(f.dropSig[i])
 	f.state[i] = storeState{state: Failing, lastErr: err, since: time.Now()}
 	f.log.Warn("store failed while being written: it takes nothing more from this run, and lacks what it missed until it is backfilled",
 		zap.String("store", f.stores[i].URL()), zap.Error(err))

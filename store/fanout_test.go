@@ -433,3 +433,31 @@ func TestFanoutDropFailing(t *testing.T) {
 		})
 	}
 }
+
+// TestFanoutDropFailingStopsWaitingOnDropped: writes in flight to a store
+// that hangs stop waiting on it once one of them drops it, so a run is
+// delayed by one write's tries rather than by several in a row.
+func TestFanoutDropFailingStopsWaitingOnDropped(t *testing.T) {
+	ctx := context.Background()
+	f, _, b := newPair(t, 1)
+	f.DropFailing = true
+	f.AttemptTimeout = 2 * time.Second // QuickTries 2: dropped after about 4.1s
+	b.hang.Store(true)
+	began := time.Now()
+	first := make(chan error, 1)
+	go func() { first <- f.Put(ctx, "backups/z/data/1", []byte("1")) }()
+	time.Sleep(3 * time.Second)
+	// Left to its own tries this would wait on B until about 7.1s.
+	if err := f.Put(ctx, "backups/z/data/2", []byte("2")); err != nil {
+		t.Fatalf("second put with B hanging and min_copies 1: %v", err)
+	}
+	if took := time.Since(began); took > 5500*time.Millisecond {
+		t.Fatalf("second put returned %s after the first began: it kept waiting on B after the first put dropped it", took)
+	}
+	if err := <-first; err != nil {
+		t.Fatalf("first put with B hanging and min_copies 1: %v", err)
+	}
+	if d := f.Dropped(); d[1] == nil {
+		t.Fatal("B was not dropped")
+	}
+}
