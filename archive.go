@@ -317,10 +317,16 @@ func (e *backupShortError) Error() string {
 		id, _, _ := strings.Cut(rest, "/")
 		what += " " + id
 	}
-	return fmt.Sprintf("%s failed: %d of %d stores failed while it was being written (%s), leaving %d but min_copies is %d, "+
+	stores := func(n int) string {
+		if n == 1 {
+			return "1 store"
+		}
+		return fmt.Sprintf("%d stores", n)
+	}
+	return fmt.Sprintf("%s failed: %s failed while it was being written (%s), leaving %s taking it but min_copies is %d, "+
 		"so no manifest was written anywhere and the objects already stored are not a backup (retention deletes them once they are %.0fh old). "+
 		"Run 'wayback backup' again when the stores answer, or lower min_copies to back up to the others meanwhile",
-		what, len(e.few.URLs), len(e.few.URLs)+e.few.Left, e.few.Stores(), e.few.Left, e.few.Required, pitr.OrphanAge.Hours())
+		what, stores(len(e.few.URLs)), e.few.Stores(), stores(e.few.Left), e.few.Required, pitr.OrphanAge.Hours())
 }
 
 func (e *backupShortError) Unwrap() error { return e.few }

@@ -33,7 +33,8 @@ func TestBackupStoreFailsMidway(t *testing.T) {
 	// Many small tables: a backup uploads each as an object of its own, so
 	// that half of a backup's requests end well inside its uploads.
 	for i := range 40 {
-		c.exec(fmt.Sprintf(`CREATE TABLE extra_%02d AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, %d) g`, i, 50+i))
+		c.exec(fmt.Sprintf(`CREATE TABLE extra_%02d (id int PRIMARY KEY, v text);
+			INSERT INTO extra_%02d SELECT g, md5(g::text) FROM generate_series(1, %d) g`, i, i, 50+i))
 	}
 	c.mustRun("setup")
 	s3, gcs := openRaw(t, c.stores[0]), openRaw(t, c.stores[1])
@@ -137,7 +138,7 @@ func TestBackupStoreFailsMidway(t *testing.T) {
 	if len(leftover) == 0 {
 		t.Fatalf("backup %s failed before writing anything: the fault did not cut it off partway", m[1])
 	}
-	t.Logf("min_copies 2: failed in %s, leaving %d objects of %s without a manifest", took.Round(time.Millisecond), len(leftover), m[1])
+	t.Logf("min_copies 2: failed in %s, leaving %d objects of %s without a manifest:\n%s", took.Round(time.Millisecond), len(leftover), m[1], line)
 
 	// The leftovers are no backup to verify: S3 holds two, GCS one (it
 	// lacks the one it failed partway through), and neither is broken.

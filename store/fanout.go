@@ -104,8 +104,8 @@ type TooFewCopiesError struct {
 }
 
 func (e *TooFewCopiesError) Error() string {
-	return fmt.Sprintf("put %s: %d of %d stores failed while being written (%s), leaving %d but min_copies is %d",
-		e.Key, len(e.URLs), len(e.URLs)+e.Left, e.Stores(), e.Left, e.Required)
+	return fmt.Sprintf("put %s: %d left taking writes but min_copies is %d, after failures (%s)",
+		e.Key, e.Left, e.Required, e.Stores())
 }
 
 // Stores says which stores were dropped, and why, on one line.
