@@ -109,17 +109,7 @@ func (e *TooFewCopiesError) Error() string {
 }
 
 // Stores says which stores were dropped, and why, on one line.
-func (e *TooFewCopiesError) Stores() string {
-	var parts []string
-	for i, u := range e.URLs {
-		msg := e.Errs[i].Error()
-		if !strings.HasPrefix(msg, "store "+u) {
-			msg = "store " + u + ": " + msg
-		}
-		parts = append(parts, msg)
-	}
-	return strings.Join(parts, "; ")
-}
+func (e *TooFewCopiesError) Stores() string { return Failures(e.URLs, e.Errs) }
 
 // Unwrap returns the dropped stores' errors.
 func (e *TooFewCopiesError) Unwrap() []error { return e.Errs }

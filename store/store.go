@@ -104,23 +104,28 @@ type UnreachableError struct {
 
 func (e *UnreachableError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d of %d stores answered but min_copies is %d, so nothing was written:", e.Answered, e.Answered+len(e.URLs), e.Required)
-	for i, u := range e.URLs {
-		if i > 0 {
-			b.WriteString(";")
-		}
-		msg := e.Errs[i].Error()
-		if !strings.HasPrefix(msg, "store "+u) {
-			msg = "store " + u + ": " + msg
-		}
-		b.WriteString(" " + msg)
-	}
+	fmt.Fprintf(&b, "%d of %d stores answered but min_copies is %d, so nothing was written: %s", e.Answered, e.Answered+len(e.URLs), e.Required, Failures(e.URLs, e.Errs))
 	b.WriteString(". Start again when enough stores answer (a supervisor restart retries), or lower min_copies to ship to the others meanwhile (the missing store is backfilled when it answers)")
 	return b.String()
 }
 
 // Unwrap returns the stores' errors.
 func (e *UnreachableError) Unwrap() []error { return e.Errs }
+
+// Failures says on one line which stores failed and why: "store URL:
+// error; ...", without naming a store twice when its error already starts
+// with it.
+func Failures(urls []string, errs []error) string {
+	parts := make([]string, len(urls))
+	for i, u := range urls {
+		msg := errs[i].Error()
+		if !strings.HasPrefix(msg, "store "+u) {
+			msg = "store " + u + ": " + msg
+		}
+		parts[i] = msg
+	}
+	return strings.Join(parts, "; ")
+}
 
 // Opener builds a Store from a parsed URL. Backends register themselves in
 // openers so that this file does not import every cloud SDK's types.

@@ -77,25 +77,11 @@ func agentCmd(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			cfg, err := g.load(config.Need{DSN: true, Stores: true, Write: true})
-			if err != nil {
-				return err
-			}
-			log, err := g.logger()
+			cfg, log, arc, err := g.openWriter(ctx)
 			if err != nil {
 				return err
 			}
 			defer log.Sync()
-			ring, err := loadKeys(cfg.Encryption, os.LookupEnv)
-			if err != nil {
-				return err
-			}
-			// The agent starts when min_copies stores answer; the others
-			// are backfilled once they do (docs/operations.md).
-			arc, err := wayback.Open(ctx, wayback.ArchiveOptions{Stores: cfg.Stores, Check: true, Write: true, Keys: ring, MinReachable: cfg.MinCopies, Log: log})
-			if err != nil {
-				return err
-			}
 			defer arc.Close()
 			if metricsListen != "" {
 				cfg.Metrics.Listen = metricsListen
@@ -144,25 +130,11 @@ backup, and retention deletes them after a day.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			cfg, err := g.load(config.Need{DSN: true, Stores: true, Write: true})
-			if err != nil {
-				return err
-			}
-			log, err := g.logger()
+			cfg, log, arc, err := g.openWriter(ctx)
 			if err != nil {
 				return err
 			}
 			defer log.Sync()
-			ring, err := loadKeys(cfg.Encryption, os.LookupEnv)
-			if err != nil {
-				return err
-			}
-			// As the agent: the backup goes to the stores that answer, if
-			// min_copies do; the others are backfilled by the agent.
-			arc, err := wayback.Open(ctx, wayback.ArchiveOptions{Stores: cfg.Stores, Check: true, Write: true, Keys: ring, MinReachable: cfg.MinCopies, Log: log})
-			if err != nil {
-				return err
-			}
 			defer arc.Close()
 			say := progress(log)
 			m, err := arc.Backup(ctx, wayback.BackupOptions{

@@ -182,6 +182,32 @@ type cmdEnv struct {
 	stores []store.Store
 }
 
+// openWriter opens the archive for the commands that write to it on their
+// own (agent, backup): config, logger and key ring, then the stores, of
+// which min_copies must answer; the others are backfilled by the agent
+// once they do (docs/operations.md). The caller syncs the logger and
+// closes the archive.
+func (g *globals) openWriter(ctx context.Context) (config.Config, *zap.Logger, *wayback.Archive, error) {
+	cfg, err := g.load(config.Need{DSN: true, Stores: true, Write: true})
+	if err != nil {
+		return cfg, nil, nil, err
+	}
+	log, err := g.logger()
+	if err != nil {
+		return cfg, nil, nil, err
+	}
+	ring, err := loadKeys(cfg.Encryption, os.LookupEnv)
+	if err == nil {
+		var arc *wayback.Archive
+		arc, err = wayback.Open(ctx, wayback.ArchiveOptions{Stores: cfg.Stores, Check: true, Write: true, Keys: ring, MinReachable: cfg.MinCopies, Log: log})
+		if err == nil {
+			return cfg, log, arc, nil
+		}
+	}
+	_ = log.Sync()
+	return cfg, nil, nil, err
+}
+
 // open loads the configuration, builds the logger and, when the command
 // needs stores, opens them (checked before use when it writes).
 func (g *globals) open(ctx context.Context, need config.Need) (*cmdEnv, error) {
@@ -274,15 +300,7 @@ type storesDownError struct {
 
 // stores says which stores did not answer, and why, on one line.
 func (e *storesDownError) stores() string {
-	var parts []string
-	for i, u := range e.urls {
-		msg := e.errs[i].Error()
-		if !strings.HasPrefix(msg, "store "+u) {
-			msg = "store " + u + ": " + msg
-		}
-		parts = append(parts, msg)
-	}
-	return fmt.Sprintf("%d of %d stores did not answer (%s)", len(e.urls), e.of, strings.Join(parts, "; "))
+	return fmt.Sprintf("%d of %d stores did not answer (%s)", len(e.urls), e.of, store.Failures(e.urls, e.errs))
 }
 
 func (e *storesDownError) Error() string {
