@@ -97,16 +97,7 @@ func TestTakeAndLoadChunked(t *testing.T) {
 				keys[f.Key] = true
 			}
 			dst := c.DSN(tc.db)
-			if err := basebackup.Load(ctx, m, stores, dst, basebackup.LoadOptions{Parallel: 3}); err != nil {
-				t.Fatal(err)
-			}
-			got, err := testenv.Checksums(ctx, dst)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if d := testenv.DiffChecksums(want, got); d != "" {
-				t.Fatalf("restored database differs from the source:\n%s", d)
-			}
+			loadAndCompare(t, m, stores, dst, 3, want)
 			conn, err := wal.ConnectText(ctx, dst)
 			if err != nil {
 				t.Fatal(err)
@@ -197,16 +188,7 @@ func TestLoadFallsBackPerObject(t *testing.T) {
 	}
 
 	corrupt(dirs[0])
-	if err := basebackup.Load(ctx, m, stores, c.DSN("dst"), basebackup.LoadOptions{Parallel: 1}); err != nil {
-		t.Fatalf("load with one good copy of each object: %v", err)
-	}
-	got, err := testenv.Checksums(ctx, c.DSN("dst"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d := testenv.DiffChecksums(want, got); d != "" {
-		t.Fatalf("restored database differs from the source:\n%s", d)
-	}
+	loadAndCompare(t, m, stores, c.DSN("dst"), 1, want) // one good copy of each object
 
 	corrupt(dirs[1])
 	err = basebackup.Load(ctx, m, stores, c.DSN("dst_bad"), basebackup.LoadOptions{Parallel: 1})
@@ -379,16 +361,7 @@ func TestDomainsBinary(t *testing.T) {
 	if got, want := fmt.Sprint(dom.ColumnTypes), "[23 25 1700 1016 1042 1184 1009 1009 1231 1007]"; got != want {
 		t.Errorf("dom's column types are %s, want the base types %s", got, want)
 	}
-	if err := basebackup.Load(ctx, m, stores, dst, basebackup.LoadOptions{Parallel: 2}); err != nil {
-		t.Fatal(err)
-	}
-	got, err := testenv.Checksums(ctx, dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d := testenv.DiffChecksums(want, got); d != "" {
-		t.Fatalf("restored database differs from the source:\n%s", d)
-	}
+	loadAndCompare(t, m, stores, dst, 2, want)
 	oids, err := testenv.QueryRows(ctx, dst, `SELECT 'short_text'::regtype::oid`)
 	if err != nil {
 		t.Fatal(err)
@@ -446,5 +419,21 @@ func TestReadRowsUnsupportedType(t *testing.T) {
 	_, err = read(tab)
 	if err == nil || !strings.Contains(err.Error(), "column v is stored in binary as type OID 16385") || strings.Contains(err.Error(), "no store has a valid copy") {
 		t.Fatalf("got %v, want the unreadable type named and no store blamed", err)
+	}
+}
+
+// loadAndCompare loads backup m into the empty database dst with workers
+// connections and checks every table's content against want.
+func loadAndCompare(t *testing.T, m *basebackup.Manifest, stores []store.Store, dst string, workers int, want map[string]testenv.TableSum) {
+	t.Helper()
+	if err := basebackup.Load(t.Context(), m, stores, dst, basebackup.LoadOptions{Parallel: workers}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := testenv.Checksums(t.Context(), dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := testenv.DiffChecksums(want, got); d != "" {
+		t.Fatalf("restored database differs from the source:\n%s", d)
 	}
 }
