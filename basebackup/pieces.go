@@ -34,10 +34,9 @@ type pieces struct {
 	key   string // the first piece's key; the others get .pNNNN before the suffix
 	refs  []FileRef
 	cur   *piece
-	// storing is the result of the piece being stored, if one is;
-	// pending is that piece's reference.
+	// storing is the result of the piece being stored, if one is (its
+	// reference is already the last of refs).
 	storing chan error
-	pending FileRef
 }
 
 // piece is one object being written: its spool file, and the counts and
@@ -69,7 +68,7 @@ func pieceKey(key string, n int) string {
 }
 
 func (p *pieces) open() error {
-	key := pieceKey(p.key, len(p.refs)+p.inFlight())
+	key := pieceKey(p.key, len(p.refs))
 	f, err := os.CreateTemp(p.spool, "part-*")
 	if err != nil {
 		return fmt.Errorf("spool %s: %w", key, err)
@@ -87,14 +86,6 @@ func (p *pieces) open() error {
 	c.raw = &countWriter{w: c.zw}
 	p.cur = c
 	return nil
-}
-
-// inFlight is 1 while a finished piece's reference is not yet in refs.
-func (p *pieces) inFlight() int {
-	if p.storing != nil {
-		return 1
-	}
-	return 0
 }
 
 // Write adds to the current piece.
@@ -123,16 +114,13 @@ func (p *pieces) finish() (FileRef, string, error) {
 	return FileRef{Key: c.key, Size: c.stored.n, RawSize: c.raw.n, SHA256: hex.EncodeToString(c.sum.Sum(nil))}, c.f.Name(), nil
 }
 
-// wait waits for the piece being stored, if any, and records it.
-func (p *pieces) wait(ref FileRef) error {
+// wait waits for the piece being stored, if any.
+func (p *pieces) wait() error {
 	if p.storing == nil {
 		return nil
 	}
 	err := <-p.storing
 	p.storing = nil
-	if err == nil {
-		p.refs = append(p.refs, ref)
-	}
 	return err
 }
 
@@ -142,11 +130,11 @@ func (p *pieces) Cut() error {
 	if err != nil {
 		return err
 	}
-	if err := p.wait(p.pending); err != nil {
+	if err := p.wait(); err != nil {
 		os.Remove(path)
 		return err
 	}
-	p.pending = ref
+	p.refs = append(p.refs, ref)
 	p.storing = make(chan error, 1)
 	go func(done chan<- error) {
 		defer os.Remove(path)
@@ -162,7 +150,7 @@ func (p *pieces) Close() ([]FileRef, error) {
 	if err == nil {
 		defer os.Remove(path)
 	}
-	if werr := p.wait(p.pending); err == nil {
+	if werr := p.wait(); err == nil {
 		err = werr
 	}
 	if err != nil {
@@ -181,7 +169,7 @@ func (p *pieces) Abort() {
 		os.Remove(p.cur.f.Name())
 		p.cur = nil
 	}
-	_ = p.wait(p.pending)
+	_ = p.wait()
 }
 
 // rowCutter feeds a COPY stream to pieces and its RowSum, and cuts the
