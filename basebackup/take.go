@@ -197,12 +197,12 @@ func Take(ctx context.Context, fan *store.Fanout, opts Options) (*Manifest, erro
 	}
 
 	parts, err := planParts(ctx, conn, tables, opts.ChunkBytes, opts.Parallel)
+	if err != nil {
+		return nil, err
+	}
 	pieceBytes := opts.PieceBytes
 	if pieceBytes == 0 {
 		pieceBytes = DefaultPieceBytes
-	}
-	if err != nil {
-		return nil, err
 	}
 	type result struct {
 		refs []FileRef // its pieces
